@@ -32,9 +32,10 @@ def cli_errors(f):
     return _f
 
 # %% ../nbs/00_core.ipynb #083c5671
-def _normalise_flags(argv, known):
+def _normalise_flags(argv, known, aliases=None):
     out = []
     for a in argv:
+        if aliases and a in aliases: a = aliases[a]
         name, eq, val = a.partition('=')
         if a.startswith('--') and a != '--' and name not in known:
             alt = '--' + name[2:].replace('-', '_')
@@ -42,15 +43,20 @@ def _normalise_flags(argv, known):
         out.append(a)
     return out
 
-def ock_script(f):
-    "Make `f` a console script: `call_parse` (docments for `--help`), `cli_errors`, and `--kebab-case` flag spellings."
-    from fastcore.script import call_parse, anno_parser
+def ock_script(f=None, aliases: dict | None = None):
+    "Make `f` a console script: `call_parse` (docments for `--help`), `cli_errors`, `--kebab-case` flag spellings and short `aliases` (e.g. `{'-g': '--gpu_vram'}`)."
+    if f is None: return functools.partial(ock_script, aliases=aliases)
+    import inspect
+    from fastcore.script import call_parse, anno_parser, _is_script_run
     parsed = call_parse(cli_errors(f))
     known = set(anno_parser(f)._option_string_actions)
     @functools.wraps(f)
     def _f(*args, **kwargs):
-        if not args and not kwargs: sys.argv[1:] = _normalise_flags(sys.argv[1:], known)
-        return parsed(*args, **kwargs)
+        if args or kwargs or not _is_script_run(inspect.currentframe().f_back): return parsed(*args, **kwargs)
+        # run as a console script: parse sys.argv (call_parse alone would not, being called from here)
+        sys.argv[1:] = _normalise_flags(sys.argv[1:], known, aliases)
+        ns = vars(anno_parser(f).parse_args()); ns.pop('pdb', None); ns.pop('xtra', None)
+        return cli_errors(f)(**ns)
     _f.__wrapped__ = f
     return _f
 
