@@ -13,8 +13,8 @@ from .core import OCKError, asset_path, get_device, get_dtype
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
 
 # %% auto #0
-__all__ = ['GEN_DEFAULTS', 'default_model', 'resolve_model', 'parse_memory', 'Generation', 'check_gen', 'held_back', 'ChatModel',
-           'ScriptedLogits']
+__all__ = ['GEN_DEFAULTS', 'default_model', 'resolve_model', 'parse_memory', 'check_memory', 'Generation', 'check_gen',
+           'held_back', 'ChatModel', 'ScriptedLogits']
 
 # %% ../nbs/30_inference.ipynb #3d357184
 def default_model() -> str | None:
@@ -54,6 +54,15 @@ def parse_memory(gpu_vram=None, cpu_ram=None) -> dict | None:
         except (ValueError, AssertionError): raise OCKError(f"bad -r/--cpu-ram value {cpu_ram!r}: expected a number of GiB, e.g. 20")
         mm['cpu'] = f"{cpu_ram}GiB"
     return mm or None
+
+def check_memory(max_memory: dict | None) -> dict | None:
+    "`max_memory`, after checking that the GPUs it names exist here."
+    gpus = [k for k in (max_memory or {}) if k != 'cpu']
+    if gpus:
+        n = torch.cuda.device_count()
+        if n == 0: raise OCKError(f"-g/--gpu-vram gives memory for GPU {gpus[0]}, but no CUDA GPU is available here")
+        if max(gpus) >= n: raise OCKError(f"-g/--gpu-vram gives memory for GPU {max(gpus)}, but only {n} CUDA GPU(s) are visible")
+    return max_memory
 
 # %% ../nbs/30_inference.ipynb #28e1d61e
 GEN_DEFAULTS = dict(max_new_tokens=128, do_sample=True, temperature=0.6, top_k=40, top_p=1.0,
@@ -148,7 +157,7 @@ class ChatModel:
         if gpu_id is not None and device == 'auto': device = f'cuda:{gpu_id}'
         dev = get_device(device)
         dt = get_dtype(dtype, dev)
-        max_memory = parse_memory(gpu_vram, cpu_ram)
+        max_memory = check_memory(parse_memory(gpu_vram, cpu_ram))
         kw = dict(dtype=dt, trust_remote_code=trust_remote_code)
         q = _bnb_config(load_in_8bit, load_in_4bit, dt, spread=bool(max_memory))
         if q is not None: kw['quantization_config'] = q
@@ -160,7 +169,7 @@ class ChatModel:
             m = AutoModelForCausalLM.from_pretrained(src, **kw)
         except OSError as e:
             raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
-        except ValueError as e:
+        except (ValueError, RuntimeError, ImportError) as e:
             raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
         if 'device_map' not in kw: m = m.to(dev)
         if adapter is not None:
