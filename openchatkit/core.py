@@ -55,7 +55,10 @@ def ock_script(f=None, aliases: dict | None = None):
         if args or kwargs or not _is_script_run(inspect.currentframe().f_back): return parsed(*args, **kwargs)
         # run as a console script: parse sys.argv (call_parse alone would not, being called from here)
         sys.argv[1:] = _normalise_flags(sys.argv[1:], known, aliases)
-        ns = vars(anno_parser(f).parse_args()); ns.pop('pdb', None); ns.pop('xtra', None)
+        p = anno_parser(f)
+        def _error(msg): print(f"error: {msg} (see {p.prog} --help)", file=sys.stderr); sys.exit(2)
+        p.error = _error                                   # a bad flag is one line too, not usage + error
+        ns = vars(p.parse_args()); ns.pop('pdb', None); ns.pop('xtra', None)
         return cli_errors(f)(**ns)
     _f.__wrapped__ = f
     return _f
