@@ -4,14 +4,16 @@
 
 # %% ../nbs/31_bot.ipynb #ca4a9f6b
 from __future__ import annotations
-import os, sys, shlex
+import os, sys
+from dataclasses import dataclass, field
 from fastcore.script import Param
 from .core import OCKError, ock_script
 from .conversation import Conversation, ContextOverflow
 from .inference import ChatModel, check_gen, default_model
 
 # %% auto #0
-__all__ = ['INTRO', 'SETTABLE', 'load_retrieval', 'load_moderation', 'decision_of', 'ChatShell', 'ock_chat']
+__all__ = ['REFUSAL', 'INTRO', 'SETTABLE', 'load_retrieval', 'load_moderation', 'decision_of', 'TurnResult', 'chat_turn',
+           'ChatShell', 'ock_chat']
 
 # %% ../nbs/31_bot.ipynb #87a539cc
 def load_retrieval(spec: str | None = ''):
@@ -38,6 +40,42 @@ def decision_of(d) -> tuple[str, str, str]:
     return str(action), str(text), str(label)
 
 # %% ../nbs/31_bot.ipynb #e3cf9445
+REFUSAL = "I can't help with that."
+
+@dataclass
+class TurnResult:
+    "What one chat turn did: the reply shown, how it ended, the context retrieval added."
+    reply: str = ''
+    status: str = 'ok'          # ok, refused_input, refused_output or interrupted
+    context: list = field(default_factory=list)
+    streamed: bool = False      # the reply went out piece by piece through `on_piece`
+
+def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None = None, retriever=None, gate=None,
+              k: int = 1, on_piece=None, on_note=None) -> TurnResult:
+    "One turn: moderate `text`, add retrieved context, generate (streamed to `on_piece` unless moderating), moderate the reply."
+    note = on_note or (lambda s: None)
+    if gate is not None:
+        action, msg, label = decision_of(gate.check_input(text))
+        if action == 'refuse': return TurnResult(msg or REFUSAL, 'refused_input')
+        if action == 'warn': note(f"[moderation: {label or 'caution'}] {msg}".rstrip())
+    n, hits = len(conv.turns), []
+    if retriever is not None:
+        hits = list(retriever.search(text, k=k) or [])[:k]
+        for h in hits: conv.push_context_turn(getattr(h, 'text', str(h)))
+    conv.push_human_turn(text)
+    cb = on_piece if gate is None else None       # with moderation the reply is checked before anyone sees it
+    try: reply = model.chat(conv, callback=cb, **(gen or {}))
+    except KeyboardInterrupt:
+        return TurnResult(conv.push_model_response(model.last.text, truncated=True), 'interrupted', hits, cb is not None)
+    except ContextOverflow: del conv.turns[n:]; raise
+    if gate is not None:
+        action, msg, label = decision_of(gate.check_output(reply))
+        if action == 'refuse':
+            conv.turns[-1] = ('bot', ' ' + (msg or REFUSAL))
+            return TurnResult(msg or REFUSAL, 'refused_output', hits)
+        if action == 'warn': note(f"[moderation: {label or 'caution'}] {msg}".rstrip())
+    return TurnResult(reply, 'ok', hits, cb is not None)
+
 INTRO = "Welcome to OpenChatKit shell.   Type /help or /? to list commands.\n"
 SETTABLE = {'max_tokens': 'max_new_tokens', 'max_new_tokens': 'max_new_tokens', 'sample': 'do_sample',
             'do_sample': 'do_sample', 'temperature': 'temperature', 'top_k': 'top_k', 'top_p': 'top_p',
@@ -106,36 +144,18 @@ class ChatShell:
         "/say TEXT: say TEXT to the model (plain lines do the same)."
         text = arg.strip()
         if not text: return
-        if self.gate is not None:
-            action, msg, label = decision_of(self.gate.check_input(text))
-            if action == 'refuse': self.print(msg or "I can't help with that."); return
-            if action == 'warn': self.print(f"[moderation: {label or 'caution'}] {msg}".rstrip())
-        self.last_context = []
-        n_turns = len(self.conv.turns)
-        if self.retriever is not None:
-            hits = list(self.retriever.search(text, k=self.k) or [])[:self.k]
-            for h in hits: self.conv.push_context_turn(getattr(h, 'text', str(h)))
-            self.last_context = hits
-        self.conv.push_human_turn(text)
-        streaming = self.stream and self.gate is None
         first = [True]
         def show(piece):
             if first[0]: piece = piece.lstrip()
             if piece: first[0] = False; self.print(piece, end='')
-        try: reply = self.model.chat(self.conv, callback=show if streaming else None, **self.gen_kwargs())
-        except KeyboardInterrupt:
-            reply = self.conv.push_model_response(self.model.last.text, truncated=True)
-            self.print(('' if first[0] else '\n') + '[interrupted]' if streaming else '[interrupted]'); return
-        except ContextOverflow as e:
-            del self.conv.turns[n_turns:]; self.print(f"error: {e}"); return
-        if self.gate is not None:
-            action, msg, label = decision_of(self.gate.check_output(reply))
-            if action == 'refuse':
-                reply = msg or "I can't help with that."
-                self.conv.turns[-1] = ('bot', ' ' + reply)
-            elif action == 'warn': self.print(f"[moderation: {label or 'caution'}] {msg}".rstrip())
-        if streaming: self.print()
-        else: self.print(reply.strip())
+        self.last_context = []
+        try: r = chat_turn(self.model, self.conv, text, self.gen_kwargs(), self.retriever, self.gate, self.k,
+                           on_piece=show if self.stream else None, on_note=self.print)
+        except ContextOverflow as e: self.print(f"error: {e}"); return
+        self.last_context = r.context
+        if r.status == 'interrupted': self.print(('' if first[0] else '\n') + '[interrupted]')
+        elif r.streamed: self.print()
+        else: self.print(r.reply.strip())
 
     def do_raw_say(self, arg: str):
         "/raw_say TEXT: continue TEXT as a raw prompt, without the conversation (stop words still apply)."
