@@ -1,0 +1,130 @@
+"""`ock-prepare-data` and URL reading as a user meets them: downloads from a local HTTP server (with an
+interrupted download resumed by an HTTP Range request), a local directory standing in for the hub, `--stats`,
+and one-line errors for bad input. Never the network."""
+import os, sys, json, gzip, shutil, subprocess, threading, http.server
+from pathlib import Path
+import pytest
+
+from openchatkit.data import download_url, read_jsonl, write_jsonl, PackedStream, prepare_data
+from openchatkit.core import OCKError
+
+pytestmark = pytest.mark.timeout(180)
+ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'NO_COLOR': '1'}
+SCRIPT = shutil.which('ock-prepare-data') or str(Path(sys.executable).parent/'ock-prepare-data')
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    "Static files with `Range: bytes=N-` support; `cut` makes the next full GET of a path stop after so many bytes."
+    cut, seen = {}, []
+    def log_message(self, *a): pass
+    def do_GET(self):
+        p = Path(self.directory)/self.path.lstrip('/')
+        if not p.is_file(): return self.send_error(404)
+        data, rng = p.read_bytes(), self.headers.get('Range')
+        self.seen.append((self.path, rng))
+        start = int(rng.split('=')[1].split('-')[0]) if rng else 0
+        if start >= len(data) and rng: return self.send_error(416)
+        self.send_response(206 if rng else 200)
+        if rng: self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
+        self.send_header('Content-Length', str(len(data) - start)); self.end_headers()
+        body = data[start:]
+        if not rng and self.path in self.cut: body = body[:self.cut.pop(self.path)]; self.close_connection = True
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path/'www'; root.mkdir()
+    h = lambda *a, **k: _Handler(*a, directory=str(root), **k)
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)
+    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
+    _Handler.cut.clear(); _Handler.seen.clear()
+    yield root, f'http://127.0.0.1:{srv.server_address[1]}'
+    srv.shutdown(); srv.server_close()
+
+
+def _docs(n): return [f"<human>: What is {i} plus {i + 1}?\n<bot>: {i} plus {i + 1} is {2 * i + 1}." for i in range(n)]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([SCRIPT, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120)
+
+
+def test_download_resumes_with_range(server, tmp_path):
+    root, url = server
+    src = write_jsonl(root/'chat.jsonl.gz', _docs(3000))
+    _Handler.cut['/chat.jsonl.gz'] = src.stat().st_size // 3
+    with pytest.raises(OCKError, match='interrupted'):
+        download_url(f'{url}/chat.jsonl.gz', tmp_path/'out', progress=False)
+    part = tmp_path/'out'/'chat.jsonl.gz.part'
+    assert part.stat().st_size == src.stat().st_size // 3 and not (tmp_path/'out'/'chat.jsonl.gz').exists()
+    out = download_url(f'{url}/chat.jsonl.gz', tmp_path/'out', progress=False)
+    assert _Handler.seen[-1] == ('/chat.jsonl.gz', f'bytes={src.stat().st_size // 3}-')   # resumed, not restarted
+    assert out.read_bytes() == src.read_bytes() and not part.exists()
+    assert len(list(read_jsonl(out))) == 3000
+
+
+def test_download_errors(server, tmp_path):
+    root, url = server
+    with pytest.raises(OCKError, match='HTTP 404'): download_url(f'{url}/missing.jsonl', tmp_path, progress=False)
+    with pytest.raises(OCKError, match='download failed'): download_url('http://127.0.0.1:9/x.jsonl', tmp_path, progress=False)
+
+
+def test_stream_from_url(server):
+    root, url = server
+    write_jsonl(root/'a.jsonl.zst', _docs(200)); write_jsonl(root/'b.jsonl', ['plain text'] * 50)
+    r = read_jsonl(f'{url}/a.jsonl.zst')
+    assert [x['text'] for x in r] == _docs(200)
+    from openchatkit.tiny import train_tokenizer
+    tok = train_tokenizer(_docs(50), vocab_size=300)
+    # a URL with a port, with and without a weight, in OpenChatKit's syntax
+    s = PackedStream(f'{url}/a.jsonl.zst:2,{url}/b.jsonl', tok, 16, shuffle_buffer=64)
+    blocks = [b for _, b in zip(range(200), s)]
+    assert len(blocks) == 200 and s.state_dict()['sources'][1]['epoch'] >= 1
+
+
+def test_cli_url_and_stats(server, tmp_path):
+    root, url = server
+    write_jsonl(root/'unified_chip2.jsonl', _docs(100))
+    r = run(f'{url}/unified_chip2.jsonl', '--data-root', tmp_path/'data')
+    assert r.returncode == 0, r.stderr
+    out = tmp_path/'data'/'unified_chip2'/'unified_chip2.jsonl'
+    assert out.read_bytes() == (root/'unified_chip2.jsonl').read_bytes()
+    assert str(out.parent) in r.stdout
+    with open(out, 'a') as f: f.write('{"text": 5}\n\n')
+    r = run('--stats', out.parent, '--samples', '1')
+    assert r.returncode == 0, r.stderr
+    assert '1 file(s), 100 records, 2 bad records skipped' in r.stdout and "'text' is not a string" in r.stdout
+    assert '<human>: What is 0 plus 1?' in r.stdout
+    r = run('--stats', out, '--strict')
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {out}:101: 'text' is not a string (int) (strict mode)"
+
+
+def test_cli_presets_from_mirror(tmp_path):
+    hub = tmp_path/'hub'/'laion'/'OIG'; hub.mkdir(parents=True)
+    write_jsonl(hub/'unified_chip2.jsonl', _docs(10)); write_jsonl(hub/'unified_p3.jsonl.gz', _docs(20))
+    (hub/'README.md').write_text('card')
+    env = {**ENV, 'OCK_HUB_MIRROR': str(tmp_path/'hub'), 'OCK_DATA_DIR': str(tmp_path/'data')}
+    r = subprocess.run([SCRIPT, 'oig', '--unpack'], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in (tmp_path/'data'/'OIG'/'files').iterdir())
+    assert files == ['unified_chip2.jsonl', 'unified_p3.jsonl']
+    r = subprocess.run([SCRIPT, '--stats', 'oig:0.3,oig'], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and '4 file(s), 60 records' in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize('args,msg', [
+    (['oig-chat'], "error: unknown preset 'oig-chat'"),
+    (['--stats', 'missing.jsonl'], 'error: no such file or directory: missing.jsonl'),
+    (['--stats', 'a.jsonl:abc'], "error: mixture item 'a.jsonl:abc': weight 'abc' is not a number"),
+    (['--stats', 'a.jsonl:0'], "error: mixture item 'a.jsonl:0': weight must be a number > 0"),
+    (['--stats', 'a.jsonl,,a.jsonl'], 'error: mixture item 2 is empty'),
+    (['--stats', 'oig'], "error: preset 'oig' is not prepared yet"),
+    ([], 'error: give a SOURCE'),
+    (['--bogus'], 'error: unrecognized arguments: --bogus'),
+])
+def test_cli_errors_are_one_line(tmp_path, args, msg):
+    write_jsonl(tmp_path/'a.jsonl', _docs(3))
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith(msg) and r.stderr.count('\n') == 1, r.stderr
