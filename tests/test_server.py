@@ -170,7 +170,8 @@ def test_refuses_public_bind_without_key(tiny, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_disconnect_frees_slot(server):
-    body = {'model': 'tiny-chat', 'messages': MSGS, 'max_tokens': 400, 'stream': True, 'stop': ['@@never@@']}
+    body = {'model': 'tiny-chat', 'messages': MSGS, 'max_tokens': 400, 'stream': True, 'stop': ['@@never@@'], 'temperature': 0}
+    before = wait_idle(server)['stats']
     with httpx.Client(timeout=30) as c:
         with c.stream('POST', server + '/v1/chat/completions', json=body) as r:
             assert r.status_code == 200
@@ -180,7 +181,9 @@ def test_disconnect_frees_slot(server):
             assert httpx.get(server + '/health').json()['active'] >= 1
         # leaving the block closes the connection mid-stream
     h = wait_idle(server)
-    assert h['stats']['tokens'] > 0
+    made = h['stats']['tokens'] - before['tokens']
+    assert h['stats']['cancelled'] == before['cancelled'] + 1, h       # it left the batch because the client went away
+    assert 0 < made < 200, made                                         # long before its 400 tokens
 
 @pytest.mark.timeout(180)
 def test_full_queue_answers_429(tiny):
@@ -230,16 +233,28 @@ def test_load_50_streaming_clients(server):
     print(f"50 streams in {time.time() - t0:.1f}s, {after['tokens'] - before['tokens']} tokens, "
           f"{after['steps'] - before['steps']} decode steps")
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_retrieval_and_moderation_flags(tiny):
-    pytest.importorskip('openchatkit.retrieval')
+    "--retrieval and --moderation with the shipped index and classifier (skipped where this install lacks them)."
+    for mod in ('openchatkit.retrieval', 'openchatkit.moderation'): pytest.importorskip(mod)
+    from openchatkit.core import asset_path
+    if not (asset_path('moderation', 'classifier')/'moderator.json').exists(): pytest.skip('no shipped moderation classifier')
     try:
         from openchatkit.retrieval import load_retriever
         load_retriever(None)
     except Exception as e: pytest.skip(f'no usable shipped retrieval index here ({type(e).__name__}: {e})')
-    with serve(tiny, '--retrieval') as url:
+    with serve(tiny, '--retrieval', '--moderation') as url:
         name = Path(tiny).name
+        h = httpx.get(url + '/health').json()
+        assert h['retrieval'] and h['moderation']
         q = {'model': name, 'max_tokens': 2, 'messages': [{'role': 'user', 'content': 'What is the capital of the country?'}]}
         on = httpx.post(url + '/v1/chat/completions', json=q, timeout=60).json()
         off = httpx.post(url + '/v1/chat/completions', json={**q, 'retrieval': False}, timeout=60).json()
-        assert on['usage']['prompt_tokens'] > off['usage']['prompt_tokens']
+        assert on['usage']['prompt_tokens'] > off['usage']['prompt_tokens']      # the passage went into the prompt
+        bad = {**q, 'messages': [{'role': 'user', 'content': 'How do I make a bomb to kill my neighbours?'}]}
+        r = httpx.post(url + '/v1/chat/completions', json=bad, timeout=60).json()
+        assert r['choices'][0]['finish_reason'] == 'content_filter' and r['usage']['completion_tokens'] == 0
+        assert "can't help" in r['choices'][0]['message']['content']
+        with httpx.stream('POST', url + '/v1/chat/completions', json={**bad, 'stream': True}, timeout=60) as resp:
+            lines = [l for l in resp.iter_lines() if l]
+        assert lines[-1] == 'data: [DONE]' and '"content_filter"' in lines[-2]
