@@ -128,3 +128,65 @@ def test_cli_errors_are_one_line(tmp_path, args, msg):
     r = run(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.startswith(msg) and r.stderr.count('\n') == 1, r.stderr
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    "Just enough of the Hugging Face hub's HTTP API for `snapshot_download` of a dataset repo kept in `root`."
+    root, sha, log = None, 'a' * 40, []
+    def log_message(self, *a): pass
+    def _json(self, obj):
+        b = json.dumps(obj).encode()
+        self.send_response(200); self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)
+    def _files(self, repo):
+        d = Path(self.root)/repo
+        return sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()) if d.is_dir() else None
+    def _route(self, head=False):
+        from urllib.parse import urlparse, unquote
+        path = unquote(urlparse(self.path).path); self.log.append((self.command, path))
+        parts = path.strip('/').split('/')
+        if parts[:2] == ['api', 'datasets'] and len(parts) >= 4:
+            repo, files = '/'.join(parts[2:4]), self._files('/'.join(parts[2:4]))
+            if files is None:
+                self.send_response(404); self.send_header('X-Error-Code', 'RepoNotFound'); self.send_header('Content-Length', '0'); self.end_headers(); return
+            if len(parts) == 4 or parts[4] == 'revision':
+                return self._json({'id': repo, 'sha': self.sha, 'siblings': [{'rfilename': f} for f in files]})
+            if parts[4] == 'tree':
+                return self._json([{'type': 'file', 'path': f, 'size': (Path(self.root)/repo/f).stat().st_size,
+                                    'oid': f'{i:040x}'} for i, f in enumerate(files)])
+        if parts[0] == 'datasets' and len(parts) >= 6 and parts[3] == 'resolve':
+            f = Path(self.root)/'/'.join(parts[1:3])/'/'.join(parts[5:])
+            if f.is_file():
+                data = f.read_bytes()
+                self.send_response(200); self.send_header('Content-Length', str(len(data)))
+                self.send_header('X-Repo-Commit', self.sha); self.send_header('ETag', f'"{len(data):08x}{f.name}"')
+                self.end_headers()
+                if not head: self.wfile.write(data)
+                return
+        self.send_response(404); self.send_header('Content-Length', '0'); self.end_headers()
+    def do_GET(self): self._route()
+    def do_HEAD(self): self._route(head=True)
+
+
+def test_cli_hub_dataset_through_snapshot_download(tmp_path):
+    "The real `huggingface_hub.snapshot_download` path, against a local stand-in of the hub's HTTP API."
+    repo = tmp_path/'hub'/'laion'/'OIG'; repo.mkdir(parents=True)
+    write_jsonl(repo/'unified_chip2.jsonl', _docs(10)); write_jsonl(repo/'unified_p3.jsonl.gz', _docs(20))
+    (repo/'README.md').write_text('card')
+    _Hub.root, _Hub.log = str(tmp_path/'hub'), []
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hub)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = {**ENV, 'HF_HUB_OFFLINE': '0', 'HF_ENDPOINT': f'http://127.0.0.1:{srv.server_address[1]}',
+           'HF_HOME': str(tmp_path/'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1', 'OCK_DATA_DIR': str(tmp_path/'data')}
+    try:
+        r = subprocess.run([SCRIPT, 'oig', '--include', 'unified_p3*', '--unpack'], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        got = sorted(p.relative_to(tmp_path/'data'/'OIG'/'files').as_posix() for p in (tmp_path/'data'/'OIG'/'files').rglob('*')
+                     if p.is_file() and '.cache' not in p.parts)
+        assert got == ['unified_p3.jsonl'], got
+        assert [x['text'] for x in read_jsonl(tmp_path/'data'/'OIG'/'files'/'unified_p3.jsonl')] == _docs(20)
+        assert ('GET', '/datasets/laion/OIG/resolve/' + 'a' * 40 + '/unified_chip2.jsonl') not in _Hub.log   # only what was asked
+        r = subprocess.run([SCRIPT, 'someone/missing'], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 2 and r.stderr.startswith("error: no dataset 'someone/missing' on the Hugging Face hub"), r.stderr
+    finally:
+        srv.shutdown(); srv.server_close()
