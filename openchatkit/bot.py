@@ -51,7 +51,7 @@ class TurnResult:
     streamed: bool = False      # the reply went out piece by piece through `on_piece`
 
 def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None = None, retriever=None, gate=None,
-              k: int = 1, on_piece=None, on_note=None) -> TurnResult:
+              k: int = 1, on_piece=None, on_note=None, chat_template: bool = False) -> TurnResult:
     "One turn: moderate `text`, add retrieved context, generate (streamed to `on_piece` unless moderating), moderate the reply."
     note = on_note or (lambda s: None)
     if gate is not None:
@@ -64,7 +64,7 @@ def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None 
         for h in hits: conv.push_context_turn(getattr(h, 'text', str(h)))
     conv.push_human_turn(text)
     cb = on_piece if gate is None else None       # with moderation the reply is checked before anyone sees it
-    try: reply = model.chat(conv, callback=cb, **(gen or {}))
+    try: reply = model.chat(conv, callback=cb, chat_template=chat_template, **(gen or {}))
     except KeyboardInterrupt:
         return TurnResult(conv.push_model_response(model.last.text, truncated=True), 'interrupted', hits, cb is not None)
     except ContextOverflow: del conv.turns[n:]; raise
@@ -91,8 +91,11 @@ class ChatShell:
     "OpenChatKit's chat shell: plain lines are said to the model, `/commands` do the rest."
     prompt = '>>> '
     def __init__(self, model: ChatModel, gen: dict | None = None, stream: bool = True, retriever=None, gate=None,
-                 stdin=None, out=None, now=None, k: int = 1):
+                 stdin=None, out=None, now=None, k: int = 1, chat_template: bool = False):
         self.model, self.retriever, self.gate, self.k, self.now = model, retriever, gate, k, now
+        self.chat_template = chat_template
+        if chat_template and not getattr(model.tokenizer, 'chat_template', None):
+            raise OCKError(f"--chat-template: the tokenizer of {model.name} has no chat template")
         self.gen = {k_: v for k_, v in check_gen(gen or {}).items()}
         self.stream = stream
         self.stdin, self.out = stdin, out or sys.stdout
@@ -150,7 +153,7 @@ class ChatShell:
             if piece: first[0] = False; self.print(piece, end='')
         self.last_context = []
         try: r = chat_turn(self.model, self.conv, text, self.gen_kwargs(), self.retriever, self.gate, self.k,
-                           on_piece=show if self.stream else None, on_note=self.print)
+                           on_piece=show if self.stream else None, on_note=self.print, chat_template=self.chat_template)
         except ContextOverflow as e: self.print(f"error: {e}"); return
         self.last_context = r.context
         if r.status == 'interrupted': self.print(('' if first[0] else '\n') + '[interrupted]')
@@ -164,7 +167,7 @@ class ChatShell:
 
     def do_raw_prompt(self, arg: str = ''):
         "/raw_prompt: print the whole prompt the conversation has built."
-        self.print(self.conv.get_raw_prompt())
+        self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True) if self.chat_template else self.conv.get_raw_prompt())
 
     def reset(self, quiet=False):
         self.conv = Conversation(now=self.now); self.last_context = []
@@ -222,7 +225,7 @@ class ChatShell:
         for n in ['say', 'raw_say', 'raw_prompt', 'reset', 'hyperparameters', 'set', 'context', 'help', 'quit']:
             if n in cmds: self.print('  ' + getattr(self, f'do_{n}').__doc__)
 
-# %% ../nbs/31_bot.ipynb #c21d4a3f
+# %% ../nbs/31_bot.ipynb #42b0b487
 @ock_script(aliases={'-g': '--gpu_vram', '-r': '--cpu_ram'})
 def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/Pythia-Chat-Base-7B (default: the shipped tiny chat model)
              gpu_id:int=None, # primary CUDA device, as OpenChatKit's --gpu-id (same as --device cuda:ID)
@@ -245,6 +248,7 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              offload_folder:str='offload', # where weights that fit nowhere else go
              load_in_8bit:bool=False, # load the weights in 8 bits (bitsandbytes)
              load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
+             chat_template:bool=False, # prompt with the tokenizer's chat template instead of <human>:/<bot>: turns
              ):
     "Chat with a causal LM in OpenChatKit's format. Plain lines are said to the model; /help lists the commands."
     name = model or default_model()
@@ -264,4 +268,4 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
         print("Loading retrieval index...", flush=True); retriever = load_retrieval(retrieval)
     if moderation is not None:
         print("Loading moderation model...", flush=True); gate = load_moderation(moderation)
-    ChatShell(cm, gen=gen, stream=not no_stream, retriever=retriever, gate=gate).cmdloop()
+    ChatShell(cm, gen=gen, stream=not no_stream, retriever=retriever, gate=gate, chat_template=chat_template).cmdloop()

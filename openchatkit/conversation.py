@@ -9,7 +9,7 @@ from .core import OCKError
 
 # %% auto #0
 __all__ = ['PRE_PROMPT', 'HUMAN', 'BOT', 'CLEAN_TOKENS', 'ZWSP', 'ROLES', 'make_preamble', 'neutralise', 'ContextOverflow',
-           'Conversation', 'count_tokens', 'fit_turns', 'render_messages']
+           'Conversation', 'count_tokens', 'fit_turns', 'defuse_specials', 'render_template', 'render_messages']
 
 # %% ../nbs/01_conversation.ipynb #25ca982f
 PRE_PROMPT = "Current Date: {}\nCurrent Time: {}\n\n"
@@ -44,7 +44,8 @@ class Conversation:
     "A chat in OpenChatKit's format: a date/time preamble, then `<human>:`/`<bot>:` turns."
     def __init__(self, human_id: str = HUMAN, bot_id: str = BOT, now=None, system: str | None = None):
         self.human_id, self.bot_id = human_id, bot_id
-        self.preamble = make_preamble(now) + (f"{neutralise(system, human_id, bot_id)}\n\n" if system else '')
+        self.system = neutralise(system, human_id, bot_id) if system else None
+        self.preamble = make_preamble(now) + (f"{self.system}\n\n" if system else '')
         self.turns: list[tuple[str, str]] = []
         self.dropped = 0   # exchanges left out by the last `get_prompt` to fit the budget
 
@@ -103,9 +104,13 @@ class Conversation:
         if cur: groups.append(cur)
         return groups
 
-    def get_prompt(self, tokenizer=None, max_tokens: int | None = None) -> str:
-        "The prompt, dropping the oldest exchanges (never the preamble) until it is at most `max_tokens` tokens."
-        return fit_turns(self._render, self.exchanges(), tokenizer, max_tokens, self)
+    def get_prompt(self, tokenizer=None, max_tokens: int | None = None, chat_template: bool = False) -> str:
+        "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
+        render = self._render
+        if chat_template:
+            if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
+            render = lambda turns: render_template(tokenizer, turns, self.system)
+        return fit_turns(render, self.exchanges(), tokenizer, max_tokens, self)
 
     def get_last_turn(self) -> str:
         "The text after the last `<human>:` or `<bot>:` marker (the original's rule)."
@@ -170,6 +175,20 @@ def fit_turns(render, exchanges, tokenizer=None, max_tokens=None, owner=None) ->
 # %% ../nbs/01_conversation.ipynb #ae5e4754
 ROLES = ('system', 'user', 'assistant', 'context')
 
+def defuse_specials(text: str, tokenizer) -> str:
+    "`text` with the tokenizer's special and added tokens (e.g. `<|im_end|>`) broken by a zero-width space, so a template cannot be forged either."
+    toks = set(getattr(tokenizer, 'all_special_tokens', None) or []) | set(getattr(tokenizer, 'added_tokens_encoder', None) or {})
+    for t in sorted((t for t in toks if len(t) > 1), key=len, reverse=True):
+        if t in text: text = text.replace(t, t[0] + ZWSP + t[1:])
+    return text
+
+def render_template(tokenizer, turns, system: str | None = None) -> str:
+    "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply."
+    c = Conversation(); c.turns = list(turns)
+    msgs = ([{'role': 'system', 'content': system}] if system else []) + c.to_messages()
+    msgs = [{**m, 'content': defuse_specials(m['content'], tokenizer)} for m in msgs]
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
 def _content(m, i) -> str:
     if not isinstance(m, dict) or 'role' not in m:
         raise OCKError(f"message {i}: expected an object with 'role' and 'content'")
@@ -198,13 +217,6 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
         if role == 'user': conv.push_human_turn(text)
         elif role == 'assistant': conv.push_bot_turn(text)
         else: conv.push_context_turn(text)       # 'context', or a later 'system' message
-    use_tpl = chat_template == True or (chat_template == 'auto' and getattr(tokenizer, 'chat_template', None))
-    if use_tpl:
-        if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
-        sys_msgs = [{'role': 'system', 'content': '\n'.join(system)}] if system else []
-        def render(turns):
-            c = Conversation(human_id, bot_id); c.turns = turns
-            return tokenizer.apply_chat_template(sys_msgs + c.to_messages(), tokenize=False, add_generation_prompt=True)
-        text = fit_turns(render, conv.exchanges(), tokenizer, max_tokens, conv)
-    else: text = conv.get_prompt(tokenizer, max_tokens)
+    use_tpl = chat_template == True or bool(chat_template == 'auto' and getattr(tokenizer, 'chat_template', None))
+    text = conv.get_prompt(tokenizer, max_tokens, chat_template=use_tpl)
     return (text, conv) if return_conversation else text

@@ -306,10 +306,10 @@ class ChatModel:
         "The whole reply to `prompt` (text or OpenAI-style messages); the same text `stream` yields. Details in `self.last`."
         with self.lock: return ''.join(self._run(prompt, gen))
 
-    def chat(self, conv: Conversation, callback=None, **gen) -> str:
+    def chat(self, conv: Conversation, callback=None, chat_template: bool = False, **gen) -> str:
         "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
         g = check_gen(gen)
-        prompt = conv.get_prompt(self.tokenizer, self.context_length - g['max_new_tokens'])
+        prompt = conv.get_prompt(self.tokenizer, self.context_length - g['max_new_tokens'], chat_template=chat_template)
         parts = []
         for piece in self.stream(prompt, **gen):
             parts.append(piece)

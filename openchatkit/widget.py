@@ -20,8 +20,9 @@ _CSS = ("<style>.ock-msg{padding:4px 8px;margin:3px 0;border-radius:6px;white-sp
 
 class ChatWidget:
     "An ipywidgets chat with a `ChatModel`: transcript, input box, Send, Reset, and generation settings."
-    def __init__(self, model: ChatModel, gen: dict | None = None, retriever=None, gate=None, now=None):
-        self.model, self.retriever, self.gate, self.now = model, retriever, gate, now
+    def __init__(self, model: ChatModel, gen: dict | None = None, retriever=None, gate=None, now=None,
+                 chat_template: bool = False):
+        self.model, self.retriever, self.gate, self.now, self.chat_template = model, retriever, gate, now, chat_template
         g = check_gen(gen or {})
         self.transcript = w.HTML(layout=w.Layout(width='100%', max_height='480px', overflow_y='auto'))
         self.text = w.Text(placeholder='Say something and press Enter', continuous_update=False, layout=w.Layout(flex='1'))
@@ -93,7 +94,7 @@ class ChatWidget:
             gen = self.gen()
             self.status.value = '<i>writing…</i>'
             r = chat_turn(self.model, self.conv, text, gen, self.retriever, self.gate, on_piece=on_piece,
-                          on_note=lambda s: self.messages.append(('note', s)))
+                          on_note=lambda s: self.messages.append(('note', s)), chat_template=self.chat_template)
             reply = r.reply.strip() + (' [interrupted]' if r.status == 'interrupted' else '')
             self.messages.append(('bot', reply))
             last = self.model.last
