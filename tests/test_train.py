@@ -90,7 +90,6 @@ def test_kill_during_checkpoint_write_then_resume(env):
     d, base = env
     out = d/'K'
     cfg = {**base, 'pipeline_parallel': 2, 'output_dir': str(out), 'dropout': 0.1}
-    launch_training(cfg, 2, capture=True, timeout=1, check=False) if False else None
     import yaml
     out.mkdir(); (out/'cfg.yaml').write_text(yaml.safe_dump(cfg))
     env_ = {**os.environ, 'OCK_TEST_SLOW_SAVE': '1:60', 'OMP_NUM_THREADS': '1', 'DS_ACCELERATOR': 'cpu'}
@@ -108,7 +107,9 @@ def test_kill_during_checkpoint_write_then_resume(env):
     p.wait(); log.close()
     ck = out/'checkpoints'
     assert (ck/'latest').read_text() == 'global_step3'
-    assert (ck/'global_step6.tmp').exists() and not (ck/'global_step6').exists()
+    assert not (ck/'global_step6').exists()
+    part = ck/'global_step6.tmp'                     # half written: some DeepSpeed files, no meta.json
+    assert part.exists() and any(part.glob('layer_*')) and not (part/'meta.json').exists(), list(part.iterdir())
     first = [json.loads(l) for l in (out/'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in first] == [1, 2, 3, 4, 5, 6]         # it had trained to 6 before the kill
     r = run(cfg, 2)
