@@ -190,3 +190,8 @@ def test_cli_hub_dataset_through_snapshot_download(tmp_path):
         assert r.returncode == 2 and r.stderr.startswith("error: no dataset 'someone/missing' on the Hugging Face hub"), r.stderr
     finally:
         srv.shutdown(); srv.server_close()
+
+
+def test_unreachable_url_is_one_line_error(server):
+    root, url = server
+    with pytest.raises(OCKError, match='cannot read .*missing.jsonl: HTTP 404'): list(read_jsonl(f'{url}/missing.jsonl'))
