@@ -195,3 +195,27 @@ def test_cli_hub_dataset_through_snapshot_download(tmp_path):
 def test_unreachable_url_is_one_line_error(server):
     root, url = server
     with pytest.raises(OCKError, match='cannot read .*missing.jsonl: HTTP 404'): list(read_jsonl(f'{url}/missing.jsonl'))
+
+
+def test_stream_hub_dataset_without_download(tmp_path, monkeypatch):
+    "`hf://datasets/...` mixture items list the repo through the hub API and stream its files (local stand-in hub)."
+    from huggingface_hub import constants
+    repo = tmp_path/'hub'/'laion'/'OIG'; (repo/'sub').mkdir(parents=True)
+    write_jsonl(repo/'unified_chip2.jsonl', _docs(30)); write_jsonl(repo/'sub'/'unified_p3.jsonl.zst', _docs(40))
+    (repo/'README.md').write_text('card')
+    _Hub.root, _Hub.log = str(tmp_path/'hub'), []
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hub)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ep = f'http://127.0.0.1:{srv.server_address[1]}'
+    monkeypatch.setattr(constants, 'ENDPOINT', ep); monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    try:
+        from openchatkit.data import parse_mixture, hub_files
+        assert hub_files('hf://datasets/laion/OIG') == [f'{ep}/datasets/laion/OIG/resolve/main/sub/unified_p3.jsonl.zst',
+                                                         f'{ep}/datasets/laion/OIG/resolve/main/unified_chip2.jsonl']
+        m = parse_mixture('hf://datasets/laion/OIG/unified_chip2*:3,hf://datasets/laion/OIG@main/sub/*.zst')
+        assert [len(s.files) for s in m] == [1, 1] and [s.weight for s in m] == [0.75, 0.25]
+        assert [r['text'] for r in read_jsonl('hf://datasets/laion/OIG/sub/*')] == _docs(40)
+        with pytest.raises(OCKError, match='no data files match hf://datasets/laion/OIG/nothing'): hub_files('hf://datasets/laion/OIG/nothing*')
+        with pytest.raises(OCKError, match='cannot list hf://datasets/someone/missing'): hub_files('hf://datasets/someone/missing')
+    finally:
+        srv.shutdown(); srv.server_close()
