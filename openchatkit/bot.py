@@ -4,7 +4,7 @@
 
 # %% ../nbs/31_bot.ipynb #ca4a9f6b
 from __future__ import annotations
-import os, sys
+import os, re, sys
 from dataclasses import dataclass, field
 from fastcore.script import Param
 from .core import OCKError, ock_script
@@ -50,31 +50,51 @@ class TurnResult:
     context: list = field(default_factory=list)
     streamed: bool = False      # the reply went out piece by piece through `on_piece`
 
+class _Refused(Exception): pass
+_SENTENCE_END = re.compile(r'[.!?\n]["\')\]]*(?=\s)')
+
 def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None = None, retriever=None, gate=None,
               k: int = 1, on_piece=None, on_note=None, chat_template: bool = False) -> TurnResult:
-    "One turn: moderate `text`, add retrieved context, generate (streamed to `on_piece` unless moderating), moderate the reply."
+    "One turn: moderate `text`, add retrieved context, generate (streamed to `on_piece`; moderated sentence by sentence), moderate the reply."
     note = on_note or (lambda s: None)
+    warn = lambda label, msg: note(f"[moderation: {label or 'caution'}] {msg}".rstrip())
     if gate is not None:
         action, msg, label = decision_of(gate.check_input(text))
         if action == 'refuse': return TurnResult(msg or REFUSAL, 'refused_input')
-        if action == 'warn': note(f"[moderation: {label or 'caution'}] {msg}".rstrip())
+        if action == 'warn': warn(label, msg)
     n, hits = len(conv.turns), []
     if retriever is not None:
         hits = list(retriever.search(text, k=k) or [])[:k]
         for h in hits: conv.push_context_turn(getattr(h, 'text', str(h)))
     conv.push_human_turn(text)
-    cb = on_piece if gate is None else None       # with moderation the reply is checked before anyone sees it
+    streamed, shown, buf = on_piece is not None, [''], ['']
+    def guarded(piece):                          # release only sentences whose reply-so-far passed moderation
+        buf[0] += piece
+        cut = max((m.end() for m in _SENTENCE_END.finditer(buf[0], len(shown[0]))), default=0)
+        if cut > len(shown[0]):
+            d = decision_of(gate.check_output(buf[0][:cut]))
+            if d[0] == 'refuse': raise _Refused(d)
+            on_piece(buf[0][len(shown[0]):cut]); shown[0] = buf[0][:cut]
+    cb = None if on_piece is None else on_piece if gate is None else guarded
+    def refuse(msg):
+        msg = msg or REFUSAL
+        if conv.turns[-1][0] == 'bot': conv.turns[-1] = ('bot', ' ' + msg)
+        else: conv.push_bot_turn(msg)
+        if streamed: on_piece((' ' if shown[0].strip() else '') + msg)
+        return TurnResult(msg, 'refused_output', hits, streamed)
     try: reply = model.chat(conv, callback=cb, chat_template=chat_template, **(gen or {}))
     except KeyboardInterrupt:
-        return TurnResult(conv.push_model_response(model.last.text, truncated=True), 'interrupted', hits, cb is not None)
+        return TurnResult(conv.push_model_response(model.last.text, truncated=True), 'interrupted', hits, streamed)
     except ContextOverflow: del conv.turns[n:]; raise
+    except _Refused as r: return refuse(r.args[0][1])
     if gate is not None:
         action, msg, label = decision_of(gate.check_output(reply))
-        if action == 'refuse':
-            conv.turns[-1] = ('bot', ' ' + (msg or REFUSAL))
-            return TurnResult(msg or REFUSAL, 'refused_output', hits)
-        if action == 'warn': note(f"[moderation: {label or 'caution'}] {msg}".rstrip())
-    return TurnResult(reply, 'ok', hits, cb is not None)
+        if action == 'refuse': return refuse(msg)
+        if streamed:
+            rest = buf[0][len(shown[0]):] + ('...' if reply.endswith('...') and not buf[0].endswith('...') else '')
+            if rest: on_piece(rest)
+        if action == 'warn': warn(label, msg)
+    return TurnResult(reply, 'ok', hits, streamed)
 
 INTRO = "Welcome to OpenChatKit shell.   Type /help or /? to list commands.\n"
 SETTABLE = {'max_tokens': 'max_new_tokens', 'max_new_tokens': 'max_new_tokens', 'sample': 'do_sample',

@@ -95,7 +95,8 @@ class ChatWidget:
             self.status.value = '<i>writing…</i>'
             r = chat_turn(self.model, self.conv, text, gen, self.retriever, self.gate, on_piece=on_piece,
                           on_note=lambda s: self.messages.append(('note', s)), chat_template=self.chat_template)
-            reply = r.reply.strip() + (' [interrupted]' if r.status == 'interrupted' else '')
+            shown = ''.join(pieces).strip() if r.status == 'refused_output' and r.streamed else r.reply.strip()
+            reply = shown + (' [interrupted]' if r.status == 'interrupted' else '')
             self.messages.append(('bot', reply))
             last = self.model.last
             self.status.value = (f"{last.new_tokens} tokens in {last.seconds:.2f} s ({last.tokens_per_second:.1f} tok/s); "
