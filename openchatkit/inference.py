@@ -156,7 +156,8 @@ class ChatModel:
                 raise OCKError(f"adapter {adapter!r} is not a LoRA adapter directory (no adapter_config.json)")
         if gpu_id is not None and device == 'auto': device = f'cuda:{gpu_id}'
         dev = get_device(device)
-        dt = get_dtype(dtype, dev)
+        # int8 matmuls take fp16 activations (bitsandbytes casts, and warns, on every call otherwise)
+        dt = get_dtype('fp16' if load_in_8bit and str(dtype) == 'auto' else dtype, dev)
         max_memory = check_memory(parse_memory(gpu_vram, cpu_ram))
         kw = dict(dtype=dt, trust_remote_code=trust_remote_code)
         q = _bnb_config(load_in_8bit, load_in_4bit, dt, spread=bool(max_memory))
@@ -173,8 +174,11 @@ class ChatModel:
             raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
         if 'device_map' not in kw: m = m.to(dev)
         if adapter is not None:
+            import warnings
             from peft import PeftModel
-            m = PeftModel.from_pretrained(m, str(Path(adapter).expanduser()))
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', FutureWarning)   # peft calls a transformers API deprecated in v5
+                m = PeftModel.from_pretrained(m, str(Path(adapter).expanduser()))
             if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
         if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
         return cls(m, tok, name=str(model if model is not None else src))
