@@ -53,12 +53,14 @@ def part1(args):
     _, t1_exact = timed(lambda: [flat.search(q1[i:i + 1], 10) for i in range(len(q1))])
     rows = [('exact (Flat)', '', 1.0, t_exact, t1_exact / len(q1), 0.0)]
     nlist = args.nlist or int(4 * np.sqrt(args.n) / 4)        # fewer lists than the library default: faster to train here
+    print(f"exact search {1000 * t_exact / args.nq:.2f} ms/query", flush=True)
     t = time.perf_counter(); ivf = build_faiss_index(xb, 'ivf', nlist=nlist, train_size=40 * nlist); t_ivf = time.perf_counter() - t
     for nprobe in args.nprobe:
         set_search_params(ivf, nprobe=nprobe)
         (_, I), ts = timed(lambda: ivf.search(xq, 10), 2)
         _, t1 = timed(lambda: [ivf.search(q1[i:i + 1], 10) for i in range(len(q1))])
         rows.append((f'IVF{nlist},Flat', f'nprobe={nprobe}', recall(I, G), ts, t1 / len(q1), t_ivf))
+    print(f"IVF built in {t_ivf:.0f}s", flush=True)
     t = time.perf_counter(); hnsw = build_faiss_index(xb, 'hnsw', hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     t_hnsw = time.perf_counter() - t
     for ef in args.ef_search:
@@ -128,7 +130,11 @@ if __name__ == '__main__':
     ap.add_argument('--ef-search', type=int, nargs='+', default=[16, 32, 64, 128])
     ap.add_argument('--snippets', type=int, default=400); ap.add_argument('--queries', type=int, default=5)
     ap.add_argument('--skip', choices=['1', '2'], default=None, help='skip part 1 or 2')
+    ap.add_argument('--threads', type=int, default=None, help='faiss/torch threads (default: all; 1 is steadier on a busy machine)')
     args = ap.parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+        import torch; torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.skip != '1': part1(args)
     if args.skip != '2': part2(args)
