@@ -56,3 +56,15 @@ def test_resume_exact_over_compressed_multi_file_directory(tmp_path, dp_rank):
         assert all((a['input_ids'] == b['input_ids']).all() and (a['labels'] == b['labels']).all()
                    for a, b in zip(ref[n:], got)), n
     assert state['sources'][0]['epoch'] >= 2 and state['sources'][1]['epoch'] >= 2
+
+
+def test_dataloader_workers_refused(tmp_path):
+    "DataLoader workers would each repeat the stream and keep its position out of reach: a clear error instead."
+    import torch
+    rng = random.Random(2)
+    tok = train_tokenizer([_doc(rng, i) for i in range(50)], vocab_size=300)
+    p = write_jsonl(tmp_path/'a.jsonl', [_doc(rng, i) for i in range(50)])
+    s = PackedStream(str(p), tok, 32)
+    assert len(next(iter(torch.utils.data.DataLoader(s, batch_size=2, num_workers=0)))['input_ids']) == 2
+    with pytest.raises(Exception, match='PackedStream keeps its position in the process that iterates it'):
+        next(iter(torch.utils.data.DataLoader(s, batch_size=2, num_workers=1)))
