@@ -111,8 +111,8 @@ class ChatShell:
     "OpenChatKit's chat shell: plain lines are said to the model, `/commands` do the rest."
     prompt = '>>> '
     def __init__(self, model: ChatModel, gen: dict | None = None, stream: bool = True, retriever=None, gate=None,
-                 stdin=None, out=None, now=None, k: int = 1, chat_template: bool = False):
-        self.model, self.retriever, self.gate, self.k, self.now = model, retriever, gate, k, now
+                 stdin=None, out=None, now=None, k: int = 1, chat_template: bool = False, system: str | None = None):
+        self.model, self.retriever, self.gate, self.k, self.now, self.system = model, retriever, gate, k, now, system
         self.chat_template = chat_template
         if chat_template and not getattr(model.tokenizer, 'chat_template', None):
             raise OCKError(f"--chat-template: the tokenizer of {model.name} has no chat template")
@@ -190,8 +190,25 @@ class ChatShell:
         self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True) if self.chat_template else self.conv.get_raw_prompt())
 
     def reset(self, quiet=False):
-        self.conv = Conversation(now=self.now); self.last_context = []
+        self.conv = Conversation(now=self.now, system=self.system); self.last_context = []
         self.model.reset_cache()
+
+    def do_save(self, arg: str):
+        "/save FILE: write the conversation (its raw prompt) to FILE."
+        if not arg: raise OCKError("usage: /save FILE")
+        from openchatkit.core import atomic_write_text
+        from pathlib import Path
+        atomic_write_text(Path(arg).expanduser(), self.conv.get_raw_prompt())
+        self.print(f"saved {len(self.conv.turns)} turns to {arg}")
+
+    def do_load(self, arg: str):
+        "/load FILE: continue a conversation saved with /save (or any prompt in this format)."
+        if not arg: raise OCKError("usage: /load FILE")
+        from pathlib import Path
+        p = Path(arg).expanduser()
+        if not p.is_file(): raise OCKError(f"no such file: {arg}")
+        self.conv = Conversation.from_raw_prompt(p.read_text(encoding='utf-8')); self.last_context = []
+        self.print(f"loaded {len(self.conv.turns)} turns from {arg}")
 
     def do_reset(self, arg: str = ''):
         "/reset: start a new conversation."
@@ -242,10 +259,10 @@ class ChatShell:
             f = getattr(self, f"do_{arg.lstrip('/')}", None)
             self.print(f.__doc__ if f else f"unknown command /{arg.lstrip('/')}"); return
         self.print("Plain text is said to the model. Commands:")
-        for n in ['say', 'raw_say', 'raw_prompt', 'reset', 'hyperparameters', 'set', 'context', 'help', 'quit']:
+        for n in ['say', 'raw_say', 'raw_prompt', 'reset', 'hyperparameters', 'set', 'context', 'save', 'load', 'help', 'quit']:
             if n in cmds: self.print('  ' + getattr(self, f'do_{n}').__doc__)
 
-# %% ../nbs/31_bot.ipynb #42b0b487
+# %% ../nbs/31_bot.ipynb #73ef5715
 @ock_script(aliases={'-g': '--gpu_vram', '-r': '--cpu_ram'})
 def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/Pythia-Chat-Base-7B (default: the shipped tiny chat model)
              gpu_id:int=None, # primary CUDA device, as OpenChatKit's --gpu-id (same as --device cuda:ID)
@@ -269,6 +286,7 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              load_in_8bit:bool=False, # load the weights in 8 bits (bitsandbytes)
              load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
              chat_template:bool=False, # prompt with the tokenizer's chat template instead of <human>:/<bot>: turns
+             system:str=None, # a system text placed after the date preamble of every conversation
              ):
     "Chat with a causal LM in OpenChatKit's format. Plain lines are said to the model; /help lists the commands."
     name = model or default_model()
@@ -288,4 +306,5 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
         print("Loading retrieval index...", flush=True); retriever = load_retrieval(retrieval)
     if moderation is not None:
         print("Loading moderation model...", flush=True); gate = load_moderation(moderation)
-    ChatShell(cm, gen=gen, stream=not no_stream, retriever=retriever, gate=gate, chat_template=chat_template).cmdloop()
+    ChatShell(cm, gen=gen, stream=not no_stream, retriever=retriever, gate=gate, chat_template=chat_template,
+              system=system).cmdloop()
