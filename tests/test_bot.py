@@ -119,3 +119,14 @@ def test_tmux_streaming(tiny, tmp_path):
         assert 'Traceback' not in s and '>>> Hi bot' in s
     finally:
         subprocess.run(['tmux', 'kill-session', '-t', name], capture_output=True)
+
+@pytest.mark.timeout(180)
+def test_shipped_model_answers():
+    "With no --model, ock-chat uses the tiny chat model shipped in the package (once the recipe has made it)."
+    from openchatkit import inference
+    if inference.default_model() is None: pytest.skip('no shipped tiny-chat model in this install yet')
+    r = run('--no-sample', '--no-stream', stdin='What is 12 plus 30?\n/quit\n')
+    assert r.returncode == 0, r.stderr
+    reply = r.stdout.split('>>> ')[1]
+    assert reply.strip() and 'Traceback' not in r.stderr
+    assert '42' in reply, reply
