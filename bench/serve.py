@@ -16,7 +16,7 @@ async def client(c, url, model, i, requests, max_tokens):
     toks = 0
     for j in range(requests):
         r = await c.post(url + '/v1/chat/completions', json={
-            'model': model, 'max_tokens': max_tokens, 'temperature': 0.8, 'seed': 1000 * i + j, 'stop': ['@@never@@'],
+            'model': model, 'max_tokens': max_tokens, 'temperature': 0.8, 'seed': 1000 * i + j, 'ignore_eos': True,
             'messages': [{'role': 'user', 'content': f'Client {i} asks question number {j}: tell me a story.'}]})
         r.raise_for_status(); toks += r.json()['usage']['completion_tokens']
     return toks
