@@ -268,11 +268,12 @@ class ChatModel:
         all_ids = torch.tensor([ids], device=dev)
         feed, cached, gen_ids = ids[start:], ids[:start], []
         prefix = ids[-1:]
-        emitted, reason = '', 'length'
+        emitted, reason, in_forward = '', 'length', False
         try:
             for step in range(max_new):
+                in_forward = True       # interrupted inside the forward: some layers have the new keys, some not
                 out = self.model(input_ids=torch.tensor([feed], device=dev), cache=cache, use_cache=True, logits_to_keep=1)
-                cached = cached + feed
+                cached, in_forward = cached + feed, False
                 scores = out.logits[:, -1, :].float()
                 if len(procs): scores = procs(all_ids, scores)
                 if sample: nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=rng)[0, 0])
@@ -298,7 +299,7 @@ class ChatModel:
                 if final.startswith(emitted) and final[len(emitted):]: yield final[len(emitted):]
                 emitted = final if final.startswith(emitted) else emitted
         finally:
-            self._cache, self._cache_ids = (cache, cached) if self.keep_cache else (None, [])
+            self._cache, self._cache_ids = (cache, cached) if self.keep_cache and not in_forward else (None, [])
             self.last.text, self.last.finish_reason, self.last.new_tokens = emitted, reason, len(gen_ids) + (reason == 'eos')
             self.last.seconds = time.perf_counter() - t0
 
