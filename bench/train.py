@@ -1,0 +1,61 @@
+"""Training throughput on this machine, in one run: the tiny-chat recipe model (GPT-NeoX hidden 256, 7 layers,
+BPE-1024, seq 128, 64 sequences per step, bot-only loss, bf16 autocast) trained by
+
+  (a) a plain single-process PyTorch loop (openchatkit.train.reference_train) with all cores, and with 1 thread;
+  (b) ock-train's DeepSpeed pipeline engine, pp=2 on 2 processes (1 thread each, gloo).
+
+Prints tokens/s of (b) / (a), and the pipeline efficiency = tok/s(pp=2) / (2 x tok/s(1 thread)) against the
+ideal m/(m+p-1) of a 1F1B schedule with m micro-batches and p stages.
+
+    python bench/train.py [--steps 8] [--micro-batches 8]
+"""
+import os, sys, time, json, argparse, tempfile, statistics
+from pathlib import Path
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+import torch
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--steps', type=int, default=8)
+    ap.add_argument('--micro-batches', type=int, default=8)
+    ap.add_argument('--hidden', type=int, default=256)
+    ap.add_argument('--layers', type=int, default=7)
+    a = ap.parse_args()
+    from openchatkit.tiny import save_tiny_model
+    from openchatkit.data import write_jsonl
+    from openchatkit.train import load_train_config, reference_train, launch_training, read_metrics
+    tmp = Path(tempfile.mkdtemp(prefix='ock-bench-train-'))
+    texts = [f"<human>: What is {x} plus {y}?\n<bot>: {x} plus {y} is {x+y}." for x in range(10, 100) for y in range(10, 60, 3)]
+    write_jsonl(tmp/'train.jsonl', [{'text': t} for t in texts])
+    model = save_tiny_model(tmp/'model', 'gpt_neox', texts=texts, vocab_size=1024, hidden=a.hidden, layers=a.layers, heads=4)
+    m = a.micro_batches
+    base = dict(model=str(model), data=str(tmp/'train.jsonl'), seq_length=128, micro_batch_size=64 // m,
+                gradient_accumulation_steps=m, total_steps=a.steps, lr=1.5e-3, warmup_steps=2, lr_schedule='cosine',
+                precision='amp-bf16', loss_on='bot', checkpoint_every=0, progress=False, log_backend='none')
+    tokens_per_step = 64 * 128
+
+    def plain(threads):
+        torch.set_num_threads(threads)
+        cfg = load_train_config(base, [f'output_dir={tmp}/ref'])
+        reference_train(cfg, steps=1)                      # warm-up (allocations, first-call costs)
+        t = time.perf_counter(); reference_train(cfg, steps=a.steps - 2); dt = time.perf_counter() - t
+        return (a.steps - 2) * tokens_per_step / dt
+
+    ncores = os.cpu_count() or 1
+    plain_all = plain(ncores)
+    plain_1 = plain(1)
+    launch_training({**base, 'pipeline_parallel': 2, 'output_dir': str(tmp/'pp2')}, nproc=2, capture=True, timeout=1200,
+                    env={'OMP_NUM_THREADS': '1'})
+    recs = read_metrics(tmp/'pp2')
+    pp2 = statistics.median(r['tok_s'] for r in recs[2:])  # steps 3.. (step 1-2: warm-up)
+    ideal = m / (m + 2 - 1)
+    eff = pp2 / (2 * plain_1)
+    print(f"tiny-chat model ({a.hidden}x{a.layers}), 64x128 tokens/step, bf16 autocast, bot-only loss, {ncores} cores")
+    print(f"plain single-process loop, {ncores} threads: {plain_all:8.0f} tok/s")
+    print(f"plain single-process loop, 1 thread:  {plain_1:8.0f} tok/s")
+    print(f"ock-train pp=2 on 2 processes (1 thread each): {pp2:8.0f} tok/s")
+    print(f"ratio pp=2 / plain ({ncores} threads): {pp2 / plain_all:.2f}")
+    print(f"pipeline efficiency tok/s(pp=2) / (2 x 1-thread plain): {eff:.2f}  (ideal 1F1B m/(m+p-1) = {m}/{m+1} = {ideal:.2f})")
+
+if __name__ == '__main__':
+    main()
