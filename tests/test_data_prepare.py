@@ -219,3 +219,15 @@ def test_stream_hub_dataset_without_download(tmp_path, monkeypatch):
         with pytest.raises(OCKError, match='cannot list hf://datasets/someone/missing'): hub_files('hf://datasets/someone/missing')
     finally:
         srv.shutdown(); srv.server_close()
+
+
+@pytest.mark.parametrize('name', ['chat.jsonl', 'chat.jsonl.gz'])
+def test_stream_survives_a_dropped_connection(server, name):
+    "A connection cut mid-file is reopened where the last full line ended (an HTTP Range for plain files)."
+    root, url = server
+    src = write_jsonl(root/name, _docs(3000))
+    _Handler.cut[f'/{name}'] = src.stat().st_size // 2
+    r = read_jsonl(f'{url}/{name}')
+    assert [x['text'] for x in r] == _docs(3000) and r.report.n_bad == 0
+    if name.endswith('.jsonl'):
+        assert _Handler.seen[-1][1].startswith('bytes=') and int(_Handler.seen[-1][1][6:-1]) > 0
