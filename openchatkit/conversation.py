@@ -173,7 +173,7 @@ def fit_turns(render, exchanges, tokenizer=None, max_tokens=None, owner=None) ->
         lo += 1
 
 # %% ../nbs/01_conversation.ipynb #ae5e4754
-ROLES = ('system', 'user', 'assistant', 'context')
+ROLES = ('system', 'developer', 'user', 'assistant', 'context')   # 'developer' is OpenAI's newer name for 'system'
 
 def defuse_specials(text: str, tokenizer) -> str:
     "`text` with the tokenizer's special and added tokens (e.g. `<|im_end|>`) broken by a zero-width space, so a template cannot be forged either."
@@ -208,7 +208,7 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
     system, body = [], []
     for i, m in enumerate(messages):
         text = _content(m, i)
-        role = m['role']
+        role = 'system' if m['role'] == 'developer' else m['role']
         if role not in ROLES: raise OCKError(f"message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if role == 'system' and not body: system.append(text)
         else: body.append((role, text))
