@@ -287,6 +287,7 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
              chat_template:bool=False, # prompt with the tokenizer's chat template instead of <human>:/<bot>: turns
              system:str=None, # a system text placed after the date preamble of every conversation
+             trust_remote_code:bool=False, # allow a hub model's own Python code (only for models you trust)
              ):
     "Chat with a causal LM in OpenChatKit's format. Plain lines are said to the model; /help lists the commands."
     name = model or default_model()
@@ -300,7 +301,8 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
     dev = get_device(f'cuda:{gpu_id}' if gpu_id is not None and device == 'auto' else device)
     print(f"Loading {name} to {dev}...", flush=True)
     cm = ChatModel.load(name, device=str(dev), dtype=dtype, gpu_vram=gpu_vram, cpu_ram=cpu_ram,
-                        offload_folder=offload_folder, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, adapter=adapter)
+                        offload_folder=offload_folder, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, adapter=adapter,
+                        trust_remote_code=trust_remote_code)
     retriever = gate = None
     if retrieval is not None:
         print("Loading retrieval index...", flush=True); retriever = load_retrieval(retrieval)
