@@ -174,6 +174,8 @@ def test_refuses_public_bind_without_key(tiny, tmp_path):
     one_line_error(run('--model', tiny, '--host', '0.0.0.0'), 'refusing to listen on 0.0.0.0', '--api-key')
     one_line_error(run('--model', str(tmp_path/'missing')), 'does not exist')
     one_line_error(run('--model', tiny, '--port', 'eighty'), '--port')          # (more flag checks: the notebook)
+    from openchatkit.inference import default_model
+    if default_model() is None: one_line_error(run(), '--model')              # no shipped model in this install
 
 @pytest.mark.timeout(120)
 def test_disconnect_frees_slot(server):
