@@ -36,6 +36,8 @@ def test_texts_and_files(tmp_path):
     r = ock_moderate('--file', '-', stdin=t.read_text())
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 3 and r.stdout.splitlines()[2].startswith('needs intervention')
+    r = ock_moderate('--fail-at', 'needs caution', '--file', str(t))
+    assert r.returncode == 1 and r.stdout.splitlines()[2].startswith('needs intervention'), (r.returncode, r.stderr)
 
 @pytest.mark.parametrize('args,stdin,msg', [
     (('',), None, 'argument 1: nothing to moderate: the text is empty'),
