@@ -46,7 +46,7 @@ def part1(args):
     from openchatkit.retrieval import build_faiss_index, set_search_params
     print(f"== part 1: {args.n:,} {'uniform' if args.uniform else 'clustered'} random {args.d}-d unit vectors, "
           f"{args.nq} queries, k=10, {faiss.omp_get_max_threads()} threads")
-    t = time.perf_counter(); xb, xq = data(args.n, args.d, args.nq, args.uniform); print(f"data {time.perf_counter() - t:.1f}s")
+    t = time.perf_counter(); xb, xq = data(args.n, args.d, args.nq, args.uniform, n_centres=args.centres, spread=args.spread); print(f"data {time.perf_counter() - t:.1f}s")
     flat = faiss.IndexFlatIP(args.d); flat.add(xb)
     (_, G), t_exact = timed(lambda: flat.search(xq, 10))
     q1 = xq[:10]
@@ -130,6 +130,8 @@ if __name__ == '__main__':
     ap.add_argument('--ef-search', type=int, nargs='+', default=[16, 32, 64, 128])
     ap.add_argument('--snippets', type=int, default=400); ap.add_argument('--queries', type=int, default=5)
     ap.add_argument('--skip', choices=['1', '2'], default=None, help='skip part 1 or 2')
+    ap.add_argument('--centres', type=int, default=10_000, help='clusters in the mixture')
+    ap.add_argument('--spread', type=float, default=1.0, help='noise norm around a centre (centres have norm 1)')
     ap.add_argument('--threads', type=int, default=None, help='faiss/torch threads (default: all; 1 is steadier on a busy machine)')
     args = ap.parse_args()
     if args.threads:
