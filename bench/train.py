@@ -1,5 +1,5 @@
 """Training throughput on this machine, in one run: the tiny-chat recipe model (GPT-NeoX hidden 256, 7 layers,
-BPE-1024, seq 128, 64 sequences per step, bot-only loss, bf16 autocast) trained by
+BPE-1024, seq 128, 64 sequences per step, bot-only loss, fp32 or --precision amp-bf16) trained by
 
   (a) a plain single-process PyTorch loop (openchatkit.train.reference_train) with all cores, and with 1 thread;
   (b) ock-train's DeepSpeed pipeline engine, pp=2 on 2 processes (1 thread each, gloo).
@@ -7,7 +7,7 @@ BPE-1024, seq 128, 64 sequences per step, bot-only loss, bf16 autocast) trained 
 Prints tokens/s of (b) / (a), and the pipeline efficiency = tok/s(pp=2) / (2 x tok/s(1 thread)) against the
 ideal m/(m+p-1) of a 1F1B schedule with m micro-batches and p stages.
 
-    python bench/train.py [--steps 8] [--micro-batches 8]
+    python bench/train.py [--steps 8] [--micro-batches 8] [--precision fp32|amp-bf16]
 """
 import os, sys, time, json, argparse, tempfile, statistics
 from pathlib import Path
@@ -20,6 +20,7 @@ def main():
     ap.add_argument('--micro-batches', type=int, default=8)
     ap.add_argument('--hidden', type=int, default=256)
     ap.add_argument('--layers', type=int, default=7)
+    ap.add_argument('--precision', default='fp32', help="fp32 or amp-bf16 (bf16 autocast: fast only on CPUs with native bf16)")
     a = ap.parse_args()
     from openchatkit.tiny import save_tiny_model
     from openchatkit.data import write_jsonl
@@ -31,7 +32,7 @@ def main():
     m = a.micro_batches
     base = dict(model=str(model), data=str(tmp/'train.jsonl'), seq_length=128, micro_batch_size=64 // m,
                 gradient_accumulation_steps=m, total_steps=a.steps, lr=1.5e-3, warmup_steps=2, lr_schedule='cosine',
-                precision='amp-bf16', loss_on='bot', checkpoint_every=0, progress=False, log_backend='none')
+                precision=a.precision, loss_on='bot', checkpoint_every=0, progress=False, log_backend='none')
     tokens_per_step = 64 * 128
 
     def plain(threads):
@@ -50,7 +51,7 @@ def main():
     pp2 = statistics.median(r['tok_s'] for r in recs[2:])  # steps 3.. (step 1-2: warm-up)
     ideal = m / (m + 2 - 1)
     eff = pp2 / (2 * plain_1)
-    print(f"tiny-chat model ({a.hidden}x{a.layers}), 64x128 tokens/step, bf16 autocast, bot-only loss, {ncores} cores")
+    print(f"tiny-chat model ({a.hidden}x{a.layers}), 64x128 tokens/step, {a.precision}, bot-only loss, {ncores} cores")
     print(f"plain single-process loop, {ncores} threads: {plain_all:8.0f} tok/s")
     print(f"plain single-process loop, 1 thread:  {plain_1:8.0f} tok/s")
     print(f"ock-train pp=2 on 2 processes (1 thread each): {pp2:8.0f} tok/s")
