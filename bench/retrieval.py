@@ -1,7 +1,7 @@
 """Retrieval benchmark: approximate faiss indexes against exact search, and one grounded query against OpenChatKit's
 neighbour re-encoding. Prints ratios measured in this one run (no absolute targets).
 
-    python bench/retrieval.py                 # 1M x 384-d vectors (a few minutes on 2 cores)
+    python bench/retrieval.py --threads 1     # 1M x 384-d vectors (about 6 min on a quiet 2-core CPU)
     python bench/retrieval.py --n 100000      # quick look
 
 Part 1 - recall@10 of IVF and HNSW against exact inner-product search (IndexFlatIP) on N random 384-d unit vectors,
@@ -125,13 +125,13 @@ if __name__ == '__main__':
     ap.add_argument('--n', type=int, default=1_000_000); ap.add_argument('--d', type=int, default=384)
     ap.add_argument('--nq', type=int, default=300); ap.add_argument('--uniform', action='store_true')
     ap.add_argument('--nlist', type=int, default=None)
-    ap.add_argument('--nprobe', type=int, nargs='+', default=[4, 8, 16, 32])
+    ap.add_argument('--nprobe', type=int, nargs='+', default=[16, 32, 64, 128])
     ap.add_argument('--hnsw-m', type=int, default=16); ap.add_argument('--ef-construction', type=int, default=32)
-    ap.add_argument('--ef-search', type=int, nargs='+', default=[16, 32, 64, 128])
+    ap.add_argument('--ef-search', type=int, nargs='+', default=[64, 128, 256, 512])
     ap.add_argument('--snippets', type=int, default=400); ap.add_argument('--queries', type=int, default=5)
     ap.add_argument('--skip', choices=['1', '2'], default=None, help='skip part 1 or 2')
     ap.add_argument('--centres', type=int, default=10_000, help='clusters in the mixture')
-    ap.add_argument('--spread', type=float, default=1.0, help='noise norm around a centre (centres have norm 1)')
+    ap.add_argument('--spread', type=float, default=0.8, help='noise norm around a centre (centres have norm 1)')
     ap.add_argument('--threads', type=int, default=None, help='faiss/torch threads (default: all; 1 is steadier on a busy machine)')
     args = ap.parse_args()
     if args.threads:
