@@ -517,7 +517,7 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
             left = len(seqs)
             try:
                 while left:
-                    try: i, ev = await asyncio.wait_for(q.get(), 1.0)
+                    try: i, ev = await asyncio.wait_for(q.get(), 0.25)
                     except asyncio.TimeoutError:
                         if await request.is_disconnected(): cancel(); return None
                         continue
