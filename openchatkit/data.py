@@ -416,8 +416,10 @@ class PackedStream(torch.utils.data.IterableDataset):
     def __init__(self, spec, tokenizer, seq_length: int, seed: int = 0, loss_on: str = 'all', dp_rank: int = 0,
                  dp_size: int = 1, shuffle: bool = True, shuffle_buffer: int = 10_000, cycle: bool = True,
                  drop_last: bool = True, strict: bool = False, text_field: str = 'text', tokenize_batch: int = 256,
-                 eos_token_id: int | None = None, data_root=None):
+                 eos_token_id: int | None = None, data_root=None, pack: str = 'split'):
         if loss_on not in ('all', 'bot'): raise OCKError(f"loss_on must be 'all' or 'bot', not {loss_on!r}")
+        if pack not in ('split', 'whole'): raise OCKError(f"pack must be 'split' or 'whole', not {pack!r}")
+        self.pack = pack
         if int(seq_length) < 1: raise OCKError(f"seq_length must be >= 1, got {seq_length}")
         if not (0 <= int(dp_rank) < int(dp_size)): raise OCKError(f"dp_rank {dp_rank} is not in 0..{int(dp_size) - 1}")
         self.sources = spec if isinstance(spec, list) and spec and isinstance(spec[0], Source) else parse_mixture(spec, data_root)
@@ -468,6 +470,12 @@ class PackedStream(torch.utils.data.IterableDataset):
                     for x, y in batch:
                         t = st['tok'] if i == st['doc'] else 0
                         while t < len(x):
+                            if self.pack == 'whole' and fill and S - fill < len(x) - t <= S:
+                                # 'whole': a document that fits a block but not what is left of this one starts the next
+                                bx[fill:] = self.encode.eos; by[fill:] = -100
+                                st['doc'], st['tok'], fill = i, t, 0
+                                yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
+                                continue
                             n = min(S - fill, len(x) - t)
                             bx[fill:fill + n] = x[t:t + n]; by[fill:fill + n] = y[t:t + n]; fill += n; t += n
                             if fill == S:
