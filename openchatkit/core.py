@@ -56,6 +56,10 @@ def ock_script(f=None, aliases: dict | None = None):
         # run as a console script: parse sys.argv (call_parse alone would not, being called from here)
         sys.argv[1:] = _normalise_flags(sys.argv[1:], known, aliases)
         p = anno_parser(f)
+        for act in p._actions:                             # --help shows the --kebab-case spelling; both parse
+            kebab = ['--' + s[2:].replace('_', '-') if s.startswith('--') else s for s in act.option_strings]
+            for s in kebab: p._option_string_actions[s] = act
+            act.option_strings = kebab
         def _error(msg): print(f"error: {msg} (see {p.prog} --help)", file=sys.stderr); sys.exit(2)
         p.error = _error                                   # a bad flag is one line too, not usage + error
         ns = vars(p.parse_args()); ns.pop('pdb', None); ns.pop('xtra', None)
