@@ -144,8 +144,18 @@ def ock_convert(checkpoint: str,   # a checkpoint step directory, or a run's che
                 dtype: str = None, # fp32 | fp16 | bf16 (default: as trained)
                 max_shard_gb: float = 4.0,  # safetensors shard size
                 verify: bool = False,       # also check the converted logits against the checkpoint's (loads both)
+                merge_lora: bool = False,   # CHECKPOINT is a LoRA adapter or run: merge it into its base model (see 23_lora)
+                base: str = None,           # with --merge-lora: the base model (default: the one the adapter names)
                ):
-    "Convert a training checkpoint to a Hugging Face model directory (no stage/layer arguments needed)."
+    "Convert a training checkpoint to a Hugging Face model directory (no stage/layer arguments needed); --merge-lora folds a LoRA adapter into its base."
+    from openchatkit.lora import is_lora, merge_lora as _merge, resolve_adapter
+    if merge_lora:
+        a = resolve_adapter(checkpoint)
+        p = _merge(a, out, base=base, dtype=dtype, verify=verify)
+        info = json.loads((p/'lora_merge.json').read_text())
+        print(f"wrote {p}: adapter {a} merged into {info['base']}" + (f" (step {info['step']})" if 'step' in info else '') + (" - logits verified" if verify else ''))
+        return
+    if is_lora(checkpoint): raise OCKError(f"{checkpoint}: a LoRA adapter/run (its checkpoints hold only the adapter): add --merge-lora to merge it into its base model")
     d = Path(checkpoint)
     if (d/'checkpoints').is_dir() and not (d/'latest').exists(): d = d/'checkpoints'
     p = convert_checkpoint(d, out, dtype, max_shard_gb, verify)

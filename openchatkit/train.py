@@ -57,6 +57,13 @@ class TrainConfig:
     zero_stage: int = 0               # 0 | 1 (any pp) | 2 (pp=1 only)
     activation_checkpointing: bool = False   # recompute each block in backward
     seed: int = 42
+    # LoRA / QLoRA (see 23_lora): train small adapters on a frozen base; data-parallel only (pipeline_parallel 1)
+    lora: bool = False                # train LoRA adapters (peft) instead of every weight
+    lora_r: int = 16                  # adapter rank
+    lora_alpha: float = 32            # adapter scaling = lora_alpha / lora_r
+    lora_dropout: float = 0.05        # dropout on the adapter's input
+    lora_target: object = None        # module names, e.g. [query_key_value]; None: the family's default; 'all-linear'
+    load_in_4bit: bool = False        # QLoRA: the frozen base quantized to 4-bit nf4 (bitsandbytes)
     # checkpoints and evaluation
     output_dir: str = 'runs/run'      # checkpoints/, config.yaml, metrics.jsonl, loss_curve.png
     checkpoint_every: int = 100       # steps between checkpoints (0: only at the end)
@@ -155,6 +162,9 @@ def load_train_config(src=None, overrides=None) -> TrainConfig:
     if cfg.zero_stage >= 2 and cfg.pipeline_parallel > 1:
         raise OCKError(f"{where}: zero_stage {cfg.zero_stage} needs pipeline_parallel 1 (DeepSpeed's pipeline engine supports ZeRO-1 only)")
     if cfg.warmup_steps > cfg.total_steps: raise OCKError(f"{where}: warmup_steps ({cfg.warmup_steps}) > total_steps ({cfg.total_steps})")
+    if cfg.lora or cfg.load_in_4bit:
+        from openchatkit.lora import validate_lora
+        validate_lora(cfg, where)
     return cfg
 
 # %% ../nbs/22_train.ipynb #e6fb5b47
@@ -226,8 +236,12 @@ def check_config(cfg: TrainConfig, world: int) -> dict:
         if cfg.resume == 'never': raise OCKError(f"{ck}: a checkpoint exists and resume=never (choose another output_dir or resume=auto)")
         latest = check_checkpoint(ck)
     elif cfg.resume == 'must': raise OCKError(f"{ck}: no checkpoint to resume from (resume=must)")
-    return dict(family=get_family(hf).name, layers=L, pp=pp, dp=world // pp, world=world, latest=latest,
-                partition=partition(hf, pp))
+    facts = dict(family=get_family(hf).name, layers=L, pp=pp, dp=world // pp, world=world, latest=latest,
+                 partition=partition(hf, pp))
+    if cfg.lora or (latest and read_meta(latest).get('engine') == 'lora'):
+        from openchatkit.lora import check_lora
+        facts.update(check_lora(cfg, hf, latest))
+    return facts
 
 # %% ../nbs/22_train.ipynb #657a4b65
 def _fsync(path):
@@ -659,7 +673,9 @@ def train(cfg: TrainConfig | dict | str, overrides=None) -> dict:
     cfg = load_train_config(cfg, overrides) if not isinstance(cfg, TrainConfig) else cfg
     if 'RANK' not in os.environ:                        # alone: a world of one
         os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
-    t = Trainer(cfg).setup()
+    if cfg.lora: from openchatkit.lora import LoraTrainer as T   # adapters on a frozen base (23_lora)
+    else: T = Trainer
+    t = T(cfg).setup()
     try:
         steps = t.run()
         recs = read_metrics(cfg.output_dir)
@@ -738,6 +754,9 @@ def ock_train(config: str,                 # the run's YAML config (see 22_train
     cfg = load_train_config(config, overrides)
     n = nproc or default_nproc(cfg)
     facts = check_config(cfg, n * nnodes)
+    if check and cfg.lora:
+        print(f"ok: {facts['family']} with {facts['layers']} blocks; {facts['summary']}; world {facts['world']} = dp {facts['dp']}"
+              + (f"; resumes from {facts['latest']}" if facts['latest'] else '')); return
     if check:
         print(f"ok: {facts['family']} with {facts['layers']} blocks; world {facts['world']} = pp {facts['pp']} x dp {facts['dp']}; "
               f"stages own pipeline layers {facts['partition']}" + (f"; resumes from {facts['latest']}" if facts['latest'] else ''))
