@@ -745,7 +745,7 @@ def ock_train(config: str,                 # the run's YAML config (see 22_train
               check: bool = False,         # only check the config (and print the plan), do not train
               local_rank: int = -1,        # set by the deepspeed launcher (ignored: LOCAL_RANK is read from the environment)
              ):
-    "Fine-tune a causal LM with DeepSpeed's pipeline engine (pipeline x data parallel), on CPUs or GPUs, one or many machines."
+    "Fine-tune a causal LM with DeepSpeed's pipeline engine (pipeline x data parallel), or LoRA/QLoRA adapters (lora=true, data parallel), on CPUs or GPUs, one or many machines."
     overrides = list(overrides or [])
     if 'RANK' in os.environ and 'LOCAL_RANK' in os.environ and not check:     # under torchrun / deepspeed: a worker
         r = _worker([config] + overrides)
