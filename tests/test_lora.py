@@ -19,11 +19,12 @@ pytestmark = pytest.mark.timeout(600)
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp('lora')
     ex = skill_examples(240, seed=5, skills=('add', 'sub', 'compare'), p_preamble=0.0)
-    write_jsonl(d/'train.jsonl', ex)
+    write_jsonl(d/'train.jsonl', ex[:200]); write_jsonl(d/'eval.jsonl', ex[200:])
     neox = save_tiny_model(d/'neox', 'gpt_neox', texts=[e['text'] for e in ex], layers=2, hidden=64)
     base = dict(model=str(neox), data=str(d/'train.jsonl'), seq_length=32, micro_batch_size=2, gradient_accumulation_steps=2,
                 total_steps=6, lr=1e-2, warmup_steps=2, checkpoint_every=3, progress=False, log_backend='none', seed=7,
-                lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target='all-linear')
+                lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target='all-linear', eval_data=str(d/'eval.jsonl'),
+                eval_every=3, eval_batches=2)
     return d, base
 
 def run(cfg, nproc, *ov):
@@ -48,6 +49,8 @@ def test_torchrun_dp2_matches_emulation_and_resumes(env):
         t = LoraTrainer(load_train_config({**base, 'output_dir': str(d/'E')}), emulate_dp=2).setup(); t.run()
     finally: torch.set_num_threads(n)
     assert losses(a) == pytest.approx(losses(d/'E'), rel=1e-5, abs=1e-6), (losses(a), losses(d/'E'))
+    ev = lambda out: [v for r in read_metrics(out) if 'eval_loss' in r for v in (r['eval_loss'], r['grad_norm'])]
+    assert len(ev(a)) == 4 and ev(a) == pytest.approx(ev(d/'E'), rel=1e-5), (ev(a), ev(d/'E'))
     ea, ee = adapter(a), adapter(d/'E')
     assert ea.keys() == ee.keys() and max((ea[k] - ee[k]).abs().max().item() for k in ea) < 1e-5
     meta = json.loads((a/'checkpoints'/'global_step6'/'meta.json').read_text())
