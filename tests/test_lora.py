@@ -1,8 +1,7 @@
 """LoRA across processes and end to end: `ock-train` with `lora: true` under torchrun (2 data-parallel processes, gloo)
-matches a one-process emulation of the same 2 replicas, resumes exactly after a stop, merges via `ock-convert
---merge-lora` and replies through `ock-chat --adapter` as the merged model does; one-line errors from `ock-train --check`; and
-the RedPajama-3B LoRA recipe notebook at tiny size
-through papermill."""
+matches a one-process emulation of the same 2 replicas, resumes exactly after a stop, merges via `ock-convert --merge-lora`
+and replies through `ock-chat --adapter` as the merged model does; one-line errors from `ock-train --check`; and the
+RedPajama-3B LoRA recipe notebook at tiny size through papermill."""
 import os, sys, json, subprocess
 from pathlib import Path
 import pytest, torch
