@@ -134,13 +134,21 @@ def skill_examples(n: int, seed: int = 0, split: str = 'train', skills=SKILLS, p
     "`n` graded chat-skill examples (`prompt`, `answer`, `skill`, `text`), skills in turn; `split='test'` uses only held-out items."
     return list(itertools.islice(iter_skill_examples(seed, split, skills, p_preamble), n))
 
-def iter_skill_examples(seed: int = 0, split: str = 'train', skills=SKILLS, p_preamble: float = 0.85):
-    "The endless stream behind `skill_examples`."
+def iter_skill_examples(seed: int = 0, split: str = 'train', skills=SKILLS, p_preamble: float = 0.85,
+                        weights: dict | None = None):
+    """The endless stream behind `skill_examples`. Skills come in turn, or drawn at random in proportion to `weights`
+    (`{skill: weight}`, missing skills weigh 1; training only) to spend more of a budget on the hard skills."""
     if split not in ('train', 'test'): raise OCKError(f"split must be 'train' or 'test', not {split!r}")
     r, held, test = random.Random(f"skills-{split}-{seed}"), heldout_items(), split == 'test'
     r.seed_ = seed
+    if weights and test: raise OCKError("skill weights apply to training streams only: the test split is balanced")
+    if weights:
+        bad = set(weights) - set(skills)
+        if bad: raise OCKError(f"unknown skill(s) in weights: {', '.join(sorted(bad))}; expected some of {', '.join(skills)}")
+        w = [float(weights.get(s, 1)) for s in skills]
+        if min(w) < 0 or sum(w) <= 0: raise OCKError(f"skill weights must be >= 0 with a positive sum, got {weights}")
     for i in itertools.count():
-        skill = skills[i % len(skills)]
+        skill = r.choices(skills, w)[0] if weights else skills[i % len(skills)]
         q, a = skill_qa(skill, _key(r, skill, held, test, i // len(skills)), r)
         pre = preamble(r) if test or r.random() < p_preamble else ''
         prompt = f"{pre}<human>: {q}\n<bot>:"
@@ -223,13 +231,14 @@ def grounded_example(doc: dict, q: dict, pre: str = '') -> dict:
             'text': f"{prompt} {q['answer']}", 'doc_id': doc['id']}
 
 def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float = 0.15, p_talk: float = 0.03,
-                  p_preamble: float = 0.85, docs: list[dict] | None = None) -> list[dict]:
-    "`n` training records `{'text': …}` in OIG form: skills, multi-turn chats, grounded reading (training entities only), small talk."
+                  p_preamble: float = 0.85, docs: list[dict] | None = None, skill_weights: dict | None = None) -> list[dict]:
+    """`n` training records `{'text': …}` in OIG form: skills, multi-turn chats, grounded reading (training entities only),
+    small talk. `skill_weights` (`{skill: weight}`) skews the skill exchanges toward the skills that need more data."""
     r = random.Random(f"chat-{seed}")
     docs = [d for d in (docs if docs is not None else fact_corpus(0)) if d['split'] == 'train']
     qs = fact_questions(docs)
     byid = {d['id']: d for d in docs}
-    skills = iter_skill_examples(seed, 'train', p_preamble=0)
+    skills = iter_skill_examples(seed, 'train', p_preamble=0, weights=skill_weights)
     out = []
     for _ in range(n):
         pre = preamble(r) if r.random() < p_preamble else ''

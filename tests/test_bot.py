@@ -30,8 +30,8 @@ def test_bad_input_is_one_line(tiny, tmp_path):
     assert_one_line_error(run('--model', str(tmp_path/'notamodel')), 'not a model directory')
     assert_one_line_error(run('--model', tiny, '--device', 'tpu'), "unknown device 'tpu'")
     assert_one_line_error(run('--model', tiny, '-g', 'zero:ten'), "bad -g/--gpu-vram value 'zero:ten'")
-    assert_one_line_error(run('--model', tiny, '-r', 'lots'), "--cpu_ram", "'lots'")
-    assert_one_line_error(run('--model', tiny, '--max-tokens', 'many'), '--max_tokens')
+    assert_one_line_error(run('--model', tiny, '-r', 'lots'), "--cpu-ram", "'lots'")
+    assert_one_line_error(run('--model', tiny, '--max-tokens', 'many'), '--max-tokens')
     assert_one_line_error(run('--model', tiny, '--adapter', str(tmp_path/'notamodel')), 'not a LoRA adapter')
     assert_one_line_error(run('--model', tiny, '--top-p', '0'), 'top_p must be')
 
