@@ -12,9 +12,9 @@ from .core import OCKError, atomic_path
 # %% auto #0
 __all__ = ['SPLIT_SEED', 'CONS', 'VOWELS', 'WEEKDAYS', 'SKILLS', 'UNITS', 'PRODUCTS', 'JOBS', 'COLOURS', 'GOODS', 'SMALL_TALK',
            'MOD_LABELS', 'pseudo_word', 'preamble', 'heldout_items', 'skill_qa', 'skill_examples',
-           'iter_skill_examples', 'fact_corpus', 'fact_questions', 'grounded_example', 'chat_examples',
-           'moderation_examples', 'evaluate_exact_match', 'em_table', 'write_jsonl', 'write_fact_corpus',
-           'write_chat_data', 'write_moderation_data']
+           'iter_skill_examples', 'fact_corpus', 'fact_questions', 'fresh_fact_docs', 'grounded_example',
+           'chat_examples', 'moderation_examples', 'evaluate_exact_match', 'em_table', 'write_jsonl',
+           'write_fact_corpus', 'write_chat_data', 'write_moderation_data']
 
 # %% ../nbs/11_synthetic.ipynb #56a2b728
 SPLIT_SEED = 1234          # chooses every held-out split; independent of the data seed
@@ -178,6 +178,17 @@ _QUESTIONS = {
                 'founder': ["Who started {name}?", "Who founded the company {name}?"],
                 'town': ["Where is the head office of {name}?", "In which town is {name} based?"]}}
 
+def _fact_fields(r, kind, name) -> dict:
+    "The facts of one invented `kind` entity; `name()` makes a new proper name."
+    if kind == 'town':
+        return dict(name=name(), valley=name(), year=str(r.randint(1500, 1999)), founder=f"{name()} {name()}",
+                    product=r.choice(PRODUCTS))
+    if kind == 'person':
+        first = name(); return dict(name=f"{first} {name()}", first=first, job=r.choice(JOBS), town=name(),
+                                    year=str(r.randint(1900, 2005)), colour=r.choice(COLOURS))
+    return dict(name=name(5, 8) + r.choice(['', ' Works', ' and Sons', ' Ltd']), goods=r.choice(GOODS),
+                year=str(r.randint(1800, 2020)), founder=f"{name()} {name()}", town=name())
+
 def fact_corpus(seed: int = 0, n_train: int = 300, n_heldout: int = 100) -> list[dict]:
     "Documents about invented entities: `n_train` for grounded-reading training, `n_heldout` kept for the retrieval index."
     r, used = random.Random(f"facts-{seed}"), set()
@@ -188,15 +199,7 @@ def fact_corpus(seed: int = 0, n_train: int = 300, n_heldout: int = 100) -> list
     docs = []
     for i in range(n_train + n_heldout):
         kind = ('town', 'person', 'company')[i % 3]
-        if kind == 'town':
-            f = dict(name=name(), valley=name(), year=str(r.randint(1500, 1999)), founder=f"{name()} {name()}",
-                     product=r.choice(PRODUCTS))
-        elif kind == 'person':
-            first = name(); f = dict(name=f"{first} {name()}", first=first, job=r.choice(JOBS), town=name(),
-                                     year=str(r.randint(1900, 2005)), colour=r.choice(COLOURS))
-        else:
-            f = dict(name=name(5, 8) + r.choice(['', ' Works', ' and Sons', ' Ltd']), goods=r.choice(GOODS),
-                     year=str(r.randint(1800, 2020)), founder=f"{name()} {name()}", town=name())
+        f = _fact_fields(r, kind, name)
         docs.append({'id': f"fact-{seed}-{i:05d}", 'title': f['name'], 'kind': kind, 'text': _DOCS[kind].format(**f),
                      'split': 'train' if i < n_train else 'heldout', 'facts': {k: f[k] for k in _QUESTIONS[kind]}})
     return docs
@@ -211,6 +214,22 @@ def fact_questions(docs: list[dict], seed: int = 0, per_doc: int | None = None) 
             out.append({'question': r.choice(_QUESTIONS[d['kind']][a]).format(name=d['title']), 'answer': d['facts'][a],
                         'doc_id': d['id'], 'title': d['title'], 'split': d['split'], 'attr': a})
     return out
+
+def fresh_fact_docs(seed: int = 0, exclude: list[dict] = ()):
+    """An endless stream of new documents about invented entities, none using a name from the `exclude` documents.
+    Reading practice on these (rather than on a fixed corpus) makes a small model copy from the passage: it cannot
+    have memorised an entity it sees once."""
+    r = random.Random(f"fresh-facts-{seed}")
+    banned = {w.lower() for d in exclude for w in re.findall(r"[A-Z][a-z]+", d['text'])}
+    def name(lo=4, hi=7):
+        while True:
+            w = pseudo_word(r, lo, hi).capitalize()
+            if w.lower() not in banned: return w
+    for i in itertools.count():
+        kind = r.choice(('town', 'person', 'company'))
+        f = _fact_fields(r, kind, name)
+        yield {'id': f"fresh-{seed}-{i:07d}", 'title': f['name'], 'kind': kind, 'text': _DOCS[kind].format(**f),
+               'split': 'train', 'facts': {k: f[k] for k in _QUESTIONS[kind]}}
 
 # %% ../nbs/11_synthetic.ipynb #a56d5b48
 SMALL_TALK = [
@@ -231,20 +250,31 @@ def grounded_example(doc: dict, q: dict, pre: str = '') -> dict:
             'text': f"{prompt} {q['answer']}", 'doc_id': doc['id']}
 
 def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float = 0.15, p_talk: float = 0.03,
-                  p_preamble: float = 0.85, docs: list[dict] | None = None, skill_weights: dict | None = None) -> list[dict]:
-    """`n` training records `{'text': …}` in OIG form: skills, multi-turn chats, grounded reading (training entities only),
-    small talk. `skill_weights` (`{skill: weight}`) skews the skill exchanges toward the skills that need more data."""
+                  p_preamble: float = 0.85, docs: list[dict] | None = None, skill_weights: dict | None = None,
+                  fresh: bool = True) -> list[dict]:
+    """`n` training records `{'text': …}` in OIG form: skills, multi-turn chats, grounded reading, small talk.
+    Reading examples are about a new invented entity each time (`fresh`, never one of the held-out entities of `docs`)
+    or, with `fresh=False`, about the training entities of `docs`. `skill_weights` (`{skill: weight}`) skews the
+    skill exchanges toward the skills that need more data."""
     r = random.Random(f"chat-{seed}")
-    docs = [d for d in (docs if docs is not None else fact_corpus(0)) if d['split'] == 'train']
-    qs = fact_questions(docs)
-    byid = {d['id']: d for d in docs}
+    docs = docs if docs is not None else fact_corpus(0)
+    if fresh:
+        new_docs = fresh_fact_docs(seed, exclude=[d for d in docs if d['split'] != 'train'])
+        def reading():
+            d = next(new_docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
+            q = {'question': r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title']), 'answer': d['facts'][attr]}
+            return d, q
+    else:
+        train_docs = [d for d in docs if d['split'] == 'train']
+        qs, byid = fact_questions(train_docs), {d['id']: d for d in train_docs}
+        def reading(): q = r.choice(qs); return byid[q['doc_id']], q
     skills = iter_skill_examples(seed, 'train', p_preamble=0, weights=skill_weights)
     out = []
     for _ in range(n):
         pre = preamble(r) if r.random() < p_preamble else ''
         u = r.random()
-        if u < p_grounded and qs:
-            q = r.choice(qs); out.append({'text': grounded_example(byid[q['doc_id']], q, pre)['text']}); continue
+        if u < p_grounded:
+            d, q = reading(); out.append({'text': grounded_example(d, q, pre)['text']}); continue
         if u < p_grounded + p_talk:
             qs_, as_ = r.choice(SMALL_TALK); out.append({'text': pre + _exchange(r.choice(qs_), r.choice(as_))}); continue
         k = r.choice([2, 3]) if u < p_grounded + p_talk + p_multi else 1

@@ -721,6 +721,10 @@ def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_
     nproc = nproc or default_nproc(cfg)
     check_config(cfg, nproc * nnodes)
     e = {**os.environ, **(env or {})}
+    # this interpreter's bin first: torchrun, and the ninja DeepSpeed builds its CPU op with (another ninja on PATH,
+    # e.g. in a papermill kernel, makes DeepSpeed rebuild the op on every launch)
+    bindir = str(Path(sys.executable).parent)
+    if e.get('PATH', '').split(os.pathsep)[0] != bindir: e['PATH'] = os.pathsep.join([bindir, e.get('PATH', '')])
     e.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // nproc)))
     if not _cuda(): e.setdefault('DS_ACCELERATOR', 'cpu')
     e.setdefault('TOKENIZERS_PARALLELISM', 'false')
