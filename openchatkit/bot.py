@@ -279,7 +279,7 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              no_stream:bool=False, # print each reply when it is complete instead of token by token
              retrieval:Param("add the best passage of an index (default: the shipped one) as context to each turn: --retrieval [INDEX]", str, nargs='?', const='')=None,
              moderation:Param("check messages and replies with a moderation model (default: the shipped classifier): --moderation [MODEL]", str, nargs='?', const='')=None,
-             adapter:str=None, # a LoRA adapter directory to load on top of --model
+             adapter:str=None, # a LoRA adapter to load on top of --model: its directory, or a LoRA run (its latest checkpoint)
              gpu_vram:Param("-g ID:GiB ...: most GiB of weights per GPU, e.g. -g 0:10 1:20", str, nargs='+')=None,
              cpu_ram:float=None, # -r GiB: most GiB of weights in CPU RAM; the rest goes to the offload folder
              offload_folder:str='offload', # where weights that fit nowhere else go

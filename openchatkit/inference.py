@@ -150,10 +150,9 @@ class ChatModel:
         "Load a model directory or hub id (None: the shipped tiny model) onto a device, within memory limits."
         from transformers import AutoModelForCausalLM, AutoTokenizer
         src = resolve_model(model if model is not None else default_model())
-        if adapter is not None:
-            a = Path(adapter).expanduser()
-            if not (a/'adapter_config.json').exists():
-                raise OCKError(f"adapter {adapter!r} is not a LoRA adapter directory (no adapter_config.json)")
+        if adapter is not None:               # an adapter directory, a LoRA checkpoint step or a LoRA run (its latest)
+            from openchatkit.lora import resolve_adapter
+            adapter = str(resolve_adapter(adapter))
         if gpu_id is not None and device == 'auto': device = f'cuda:{gpu_id}'
         dev = get_device(device)
         # int8 matmuls take fp16 activations (bitsandbytes casts, and warns, on every call otherwise)
@@ -178,7 +177,7 @@ class ChatModel:
             from peft import PeftModel
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)   # peft calls a transformers API deprecated in v5
-                m = PeftModel.from_pretrained(m, str(Path(adapter).expanduser()))
+                m = PeftModel.from_pretrained(m, adapter)
             if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
         if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
         return cls(m, tok, name=str(model if model is not None else src))

@@ -667,7 +667,7 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
               retrieval:Param("add the best passages of an index (default: the shipped one) to each chat request: --retrieval [INDEX]", str, nargs='?', const='')=None,
               k:int=1, # passages retrieval adds per request
               moderation:Param("check requests and replies with a moderation model (default: the shipped classifier): --moderation [MODEL]", str, nargs='?', const='')=None,
-              adapter:str=None, # a LoRA adapter directory to load on top of --model
+              adapter:str=None, # a LoRA adapter to load on top of --model: its directory, or a LoRA run (its latest checkpoint)
               load_in_8bit:bool=False, # load the weights in 8 bits (bitsandbytes)
               load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
               threads:int=None, # CPU threads for torch (default: torch's choice)
