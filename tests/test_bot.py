@@ -2,6 +2,7 @@
 import os, sys, subprocess, shutil
 from pathlib import Path
 import pytest
+from fastcore.test import test_eq as eq
 
 BIN = Path(sys.executable).parent
 OCK_CHAT = str(BIN/'ock-chat')
@@ -122,10 +123,14 @@ def test_tmux_streaming(tiny, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_shipped_model_answers():
-    "With no --model, ock-chat uses the tiny chat model shipped in the package (once the recipe has made it)."
+    """With no --model, ock-chat chats with the tiny model shipped in the package, and answers held-out questions (the
+    recipe's test split: items it never saw in training) exactly, in skills it has learned well."""
     from openchatkit import inference
+    from openchatkit.synthetic import skill_examples
     if inference.default_model() is None: pytest.skip('no shipped tiny-chat model in this install yet')
-    r = run('--no-sample', '--no-stream', stdin='What is 12 plus 30?\n/quit\n')
-    assert r.returncode == 0, r.stderr
-    reply = r.stdout.split('>>> ')[1]
-    assert reply.strip() and 'Traceback' not in r.stderr      # (how good the answer is: the recipe's own evaluation)
+    test = skill_examples(900, 0, 'test')
+    asked = [next(e for e in test if e['skill'] == s) for s in ('units', 'weekday', 'compare')]
+    r = run('--no-sample', '--no-stream', stdin='\n/reset\n'.join(e['question'] for e in asked) + '\n/quit\n')
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
+    replies = [p.strip() for p in r.stdout.split('>>> ')[1:] if p.strip()]
+    eq(replies, [e['answer'] for e in asked])
