@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from .core import OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
 from .train import (TrainConfig, build_optimizer, build_scheduler, make_stream, make_batches, check_checkpoint,
-                               read_metrics, plot_loss, _atomic_torch_save, _fsync)
+                               read_metrics, plot_loss, _atomic_torch_save, publish_checkpoint)
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'ADAPTER_FILES', 'RUN_KEYS', 'lora_targets', 'validate_lora', 'target_modules', 'check_targets',
@@ -305,24 +305,9 @@ class LoraTrainer:
             meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type, engine='lora',
                         base_model=str(cfg.model), lora=_lora_meta(cfg, self.targets), pp=1, dp=self.dp, world=self.world,
                         precision=cfg.precision, config=asdict(cfg), files=self.expected_files(), time=time.time())
-            (tmp/'meta.json').write_text(json.dumps(meta, indent=1, default=str))
-            for f in tmp.iterdir(): _fsync(f)
-            _fsync(tmp)
-            old = None
-            if final.exists(): old = final.with_name(f'{tag}.old'); shutil.rmtree(old, ignore_errors=True); os.rename(final, old)
-            os.rename(tmp, final); _fsync(self.ckpt_dir)
-            atomic_write_text(self.ckpt_dir/'latest', tag)          # LAST: names only a complete checkpoint
-            _fsync(self.ckpt_dir)
-            if old: shutil.rmtree(old, ignore_errors=True)
-            self._prune()
+            publish_checkpoint(tmp, final, meta, keep=cfg.keep_checkpoints)   # meta, fsync, rename, then `latest`
         self.barrier()
         return final
-
-    def _prune(self):
-        k = self.cfg.keep_checkpoints
-        if not k: return
-        tags = sorted((d for d in self.ckpt_dir.glob('global_step*') if d.is_dir() and d.name[11:].isdigit()), key=lambda d: int(d.name[11:]))
-        for d in tags[:-k]: shutil.rmtree(d, ignore_errors=True)
 
     def export_adapter(self, d: Path) -> Path:
         "Copy the adapter (and tokenizer) of checkpoint `d` to `output_dir/adapter`, atomically."

@@ -12,9 +12,9 @@ from .core import OCKError, ock_script, atomic_write_text, seed_everything, rng_
 
 # %% auto #0
 __all__ = ['TrainConfig', 'parse_overrides', 'load_train_config', 'build_optimizer', 'lr_factor', 'build_scheduler',
-           'check_config', 'check_checkpoint', 'read_meta', 'make_stream', 'make_batches', 'ds_config', 'Trainer',
-           'read_metrics', 'plot_loss', 'reference_train', 'train', 'launch_command', 'default_nproc',
-           'launch_training', 'ock_train']
+           'check_config', 'check_checkpoint', 'read_meta', 'prune_checkpoints', 'publish_checkpoint', 'make_stream',
+           'make_batches', 'ds_config', 'Trainer', 'read_metrics', 'plot_loss', 'reference_train', 'train',
+           'launch_command', 'default_nproc', 'launch_training', 'ock_train']
 
 # %% ../nbs/22_train.ipynb #58445952
 @dataclass
@@ -276,6 +276,31 @@ def read_meta(ckpt) -> dict:
     if not (d/'meta.json').exists(): d = check_checkpoint(d)
     return json.loads((d/'meta.json').read_text())
 
+def prune_checkpoints(ckpt_dir, keep: int):
+    "Keep the newest `keep` `global_step*` checkpoints in `ckpt_dir` (0 keeps all)."
+    if not keep: return
+    tags = sorted((d for d in Path(ckpt_dir).glob('global_step*') if d.is_dir() and d.name[11:].isdigit()),
+                  key=lambda d: int(d.name[11:]))
+    for d in tags[:-keep]: shutil.rmtree(d, ignore_errors=True)
+
+def publish_checkpoint(tmp: Path, final: Path, meta: dict, keep: int = 0) -> Path:
+    """Make `tmp`, a checkpoint every rank has finished writing, the checkpoint `final`: write its `meta.json`, fsync,
+    rename it into place (moving an older copy of the tag aside first) and only then point `latest` at it, so a kill
+    at any moment leaves `latest` naming a complete checkpoint. Then keep the newest `keep`."""
+    tmp, final = Path(tmp), Path(final); ckpt_dir = final.parent
+    (tmp/'meta.json').write_text(json.dumps(meta, indent=1, default=str))
+    for f in tmp.iterdir(): _fsync(f)
+    _fsync(tmp)
+    old = None
+    if final.exists(): old = final.with_name(f'{final.name}.old'); shutil.rmtree(old, ignore_errors=True); os.rename(final, old)
+    os.rename(tmp, final); _fsync(ckpt_dir)
+    atomic_write_text(ckpt_dir/'latest', final.name)   # LAST: names only a complete checkpoint
+    _fsync(ckpt_dir)
+    if old: shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(ckpt_dir, keep)
+    return final
+
+
 # %% ../nbs/22_train.ipynb #82ee2673
 def _import(spec: str):
     import importlib
@@ -458,25 +483,9 @@ class Trainer:
                         pp=self.pp, dp=self.dp, world=self.world, engine='plain' if self.plain else 'pipe',
                         precision=cfg.precision, zero_stage=cfg.zero_stage, config=asdict(cfg),
                         files=self.expected_files(), time=time.time())
-            (tmp/'meta.json').write_text(json.dumps(meta, indent=1, default=str))
-            for f in tmp.iterdir(): _fsync(f)
-            _fsync(tmp)
-            old = None
-            if final.exists(): old = final.with_name(f'{tag}.old'); shutil.rmtree(old, ignore_errors=True); os.rename(final, old)
-            os.rename(tmp, final); _fsync(self.ckpt_dir)
-            atomic_write_text(self.ckpt_dir/'latest', tag)   # LAST: names only a complete checkpoint
-            _fsync(self.ckpt_dir)
-            if old: shutil.rmtree(old, ignore_errors=True)
-            self._prune()
+            publish_checkpoint(tmp, final, meta, keep=cfg.keep_checkpoints)
         dist.barrier()
         return final
-
-    def _prune(self):
-        k = self.cfg.keep_checkpoints
-        if not k: return
-        tags = sorted((d for d in self.ckpt_dir.glob('global_step*') if d.is_dir() and d.name[11:].isdigit()),
-                      key=lambda d: int(d.name[11:]))
-        for d in tags[:-k]: shutil.rmtree(d, ignore_errors=True)
 
     def cleanup_stale(self):
         if self.rank == 0 and self.ckpt_dir.exists():
