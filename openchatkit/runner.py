@@ -89,6 +89,14 @@ def check_parameters(path, params: dict | None, raw: dict | None = None) -> dict
         if not k['literal'] or k['default'] is None or v is None: continue
         d = k['default']
         if isinstance(d, str) and not isinstance(v, str) and name in raw: params[name] = raw[name]; continue
+        if isinstance(d, (list, tuple, dict)):                   # a container: typed as a Python literal, e.g. "{}"
+            if isinstance(v, str):
+                try: v = params[name] = ast.literal_eval(v)
+                except (ValueError, SyntaxError): v = None
+            if not isinstance(v, (list, tuple) if isinstance(d, (list, tuple)) else dict):
+                raise OCKError(f"{path}: parameter {name!r} expects a {type(d).__name__} written as a Python literal "
+                               f"(default {k['source']}), got {raw.get(name, params[name])!r}")
+            continue
         ok = (isinstance(v, bool) if isinstance(d, bool) else
               isinstance(v, int) and not isinstance(v, bool) if isinstance(d, int) else
               isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, float) else True)

@@ -1,0 +1,39 @@
+"""The offline main job at CI size, as a user runs it: `ock-run recipes/tiny_chat.ipynb -p …` (papermill, a real
+2-process pipeline-parallel training run, conversion, exact-match evaluation). The full run's figures live in the README."""
+import os, sys, json, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OCK_RUN = str(Path(sys.executable).parent/'ock-run')
+# a ~1M model (hidden 128, 4 layers), skills mixed evenly, 500 steps of 16 rows (~2 minutes of training): the loss falls
+# well and the quick skills start to be answered exactly (measured: 12 % overall, unit conversion 73 %; exact match of
+# an untrained model, i.e. chance for these free-form answers, is 0 %)
+CI_PARAMS = dict(n_train=20_000, n_test=180, hidden=128, layers=4, heads=4, skill_weights={}, total_steps=500,
+                 micro_batch_size=8, gradient_accumulation_steps=2, warmup_steps=25, lr=3e-3, eval_every=250,
+                 checkpoint_every=250, min_em=6.0)
+
+@pytest.mark.timeout(1200)
+def test_tiny_chat_ci_size(tmp_path):
+    shipped = ROOT/'openchatkit'/'assets'/'tiny-chat'/'model.safetensors'
+    before = shipped.stat().st_mtime_ns if shipped.exists() else None
+    args = [OCK_RUN, 'recipes/tiny_chat.ipynb', '--out', str(tmp_path/'nb'), '-p', 'out_dir', str(tmp_path/'tc')]
+    for k, v in CI_PARAMS.items(): args += ['-p', k, str(v)]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1150,
+                       env={**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'CUDA_VISIBLE_DEVICES': ''})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    saved = list((tmp_path/'nb').glob('tiny_chat-*.ipynb'))
+    assert len(saved) == 1                                                  # the executed notebook, timestamped
+    s = json.loads((tmp_path/'tc'/'summary.json').read_text())
+    assert s['steps'] == CI_PARAMS['total_steps'] and s['nproc'] == 2 and s['pipeline_parallel'] == 2
+    assert s['last_loss'] < 0.5 * s['first_loss'], s                      # the loss fell
+    assert s['overall_em'] >= CI_PARAMS['min_em'], s                       # better than chance (0 % for free-form answers)
+    assert max(v for k, v in s['em'].items() if k != 'overall') >= 40, s  # and one skill is mostly learned
+    assert (tmp_path/'tc'/'model'/'config.json').exists() and (tmp_path/'tc'/'exact_match.png').exists()
+    test_after = shipped.stat().st_mtime_ns if shipped.exists() else None
+    assert test_after == before                                            # ship=False: the shipped model is not touched
+
+def test_unknown_parameter_is_one_line(tmp_path):
+    r = subprocess.run([OCK_RUN, 'recipes/tiny_chat.ipynb', '-p', 'n_trian', '10', '--out', str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and 'n_trian' in r.stderr and r.stderr.strip().count('\n') == 0, r.stderr
