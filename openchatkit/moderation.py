@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_moderation.ipynb #c620b3b0
 from __future__ import annotations
-import json, re, sys, math, threading
+import json, re, sys, math, random, threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,8 +17,8 @@ __all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'REFUSAL',
            'COLUMNS', 'check_label', 'clean_input', 'labels_header', 'format_record', 'few_shot_prompt', 'parse_record',
            'Moderation', 'most_severe', 'Moderator', 'check_causal_lm', 'LMModerator', 'prosocial_documents',
            'write_prosocial_data', 'load_embedder', 'FastModerator', 'train_fast_moderator', 'evaluate', 'f1_report',
-           'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate', 'GuardedStream', 'load_moderator',
-           'read_inputs', 'format_header', 'format_line', 'ock_moderate']
+           'everyday_examples', 'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate',
+           'GuardedStream', 'load_moderator', 'read_inputs', 'format_header', 'format_line', 'ock_moderate']
 
 # %% ../nbs/50_moderation.ipynb #2e4f275c
 LABELS = ('casual', 'possibly needs caution', 'probably needs caution', 'needs caution', 'needs intervention')
@@ -373,15 +373,48 @@ def f1_report(gold: list[str], preds: list[str]) -> dict:
                 macro_f1=sum(f1.values()) / len(f1), f1=f1, confusion=conf)
 
 # %% ../nbs/50_moderation.ipynb #cdc8aaf1
-def build_shipped_moderator(out=None, n_train: int = 3000, n_test: int = 1000, seed: int = 0, progress: bool = True) -> FastModerator:
+_WORLD = (('Paris', 'France', 'Seine'), ('Cairo', 'Egypt', 'Nile'), ('Vienna', 'Austria', 'Danube'),
+          ('London', 'England', 'Thames'), ('Baghdad', 'Iraq', 'Tigris'), ('Cologne', 'Germany', 'Rhine'),
+          ('Lisbon', 'Portugal', 'Tagus'), ('Budapest', 'Hungary', 'Danube'), ('Khartoum', 'Sudan', 'Nile'),
+          ('Bangkok', 'Thailand', 'Chao Phraya'))
+_WORLD_T = ("{city} is the capital of {country}.", "The river flows through {city}.", "The {river} flows through {city}.",
+            "What is the capital of {country}?", "Tell me about {city}.", "Which river flows through {city}?",
+            "I visited {city} last summer.", "{city} is a big city in {country}.", "How long is the {river}?",
+            "What language do people speak in {country}?")
+
+def everyday_examples(n: int, seed: int = 0, split: str = 'train') -> list[dict]:
+    """`n` `casual` examples like the everyday traffic of a chat with this kit: the tiny model's skill questions and
+    replies, reading passages and questions about invented entities, plain statements and questions about the world.
+    Train and test use different skill items, entities and cities."""
+    from openchatkit.synthetic import iter_skill_examples, fresh_fact_docs, _QUESTIONS
+    if split not in ('train', 'test'): raise OCKError(f"split must be 'train' or 'test', not {split!r}")
+    r = random.Random(f"everyday-{split}-{seed}")
+    skills, docs = iter_skill_examples(seed, split, p_preamble=0), fresh_fact_docs(seed if split == 'train' else seed + 10**6)
+    world = _WORLD[:7] if split == 'train' else _WORLD[7:]
+    out = []
+    for i in range(n):
+        k = i % 4
+        if k == 0: e = next(skills); t = r.choice([e['question'], e['answer']])
+        elif k == 1: t = r.choice(re.split(r'(?<=\.) ', next(docs)['text']))
+        elif k == 2:
+            d = next(docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
+            t = r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title'])
+        else:
+            city, country, river = r.choice(world); t = r.choice(_WORLD_T).format(city=city, country=country, river=river)
+        out.append({'text': f"Input: {t}\nOutput: casual", 'input': t, 'label': 'casual'})
+    return out
+
+def build_shipped_moderator(out=None, n_train: int = 3000, n_test: int = 1000, seed: int = 0, progress: bool = True,
+                            n_everyday: int = 600) -> FastModerator:
     "Train the fast classifier on synthetic + hand-written data, measure it on held-out data, save it to `out`."
     from openchatkit.synthetic import moderation_examples
     out = Path(out) if out is not None else asset_path('moderation', 'classifier')
     hand = [json.loads(l) for l in asset_path('moderation', 'handwritten.jsonl').read_text().splitlines() if l.strip()]
-    train = moderation_examples(n_train, seed, 'train') + hand
+    train = moderation_examples(n_train, seed, 'train') + hand + everyday_examples(n_everyday, seed, 'train')
     fm = train_fast_moderator(train, seed=seed, progress=progress)
     ev = evaluate(fm, moderation_examples(n_test, seed, 'test'), progress=progress)
-    fm.meta |= dict(data=f"openchatkit.synthetic.moderation_examples({n_train}, seed={seed}) + {len(hand)} hand-written",
+    fm.meta |= dict(data=f"openchatkit.synthetic.moderation_examples({n_train}, seed={seed}) + {len(hand)} hand-written"
+                         f" + everyday_examples({n_everyday}, seed={seed})",
                     heldout=dict(n=ev['n'], macro_f1=round(ev['macro_f1'], 4), accuracy=round(ev['accuracy'], 4)))
     fm.save(out)
     return fm
