@@ -200,6 +200,11 @@ class ChatModel:
         if n is None: n = t if t and t < 10**7 else 2048
         return int(n)
 
+    def history_budget(self, max_new_tokens: int) -> int:
+        """Tokens of prompt (history) kept for a reply of up to `max_new_tokens`: the context less the reply, but never less
+        than half the context (on a small-context model a longer reply is cut where the context ends instead)."""
+        return self.context_length - min(max_new_tokens, self.context_length // 2)
+
     def encode(self, text: str) -> list[int]:
         "Token ids of `text` (with whatever special tokens the tokenizer adds)."
         return self.tokenizer.encode(text)
@@ -242,7 +247,7 @@ class ChatModel:
         from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
                                   RepetitionPenaltyLogitsProcessor)
         if isinstance(prompt, (list, tuple)):
-            prompt = render_messages(prompt, self.tokenizer, self.context_length - g['max_new_tokens'])
+            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']))
         t0 = time.perf_counter()
         ids = self.encode(prompt)
         if not ids: ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]
@@ -313,7 +318,7 @@ class ChatModel:
     def chat(self, conv: Conversation, callback=None, chat_template: bool = False, **gen) -> str:
         "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
         g = check_gen(gen)
-        prompt = conv.get_prompt(self.tokenizer, self.context_length - g['max_new_tokens'], chat_template=chat_template)
+        prompt = conv.get_prompt(self.tokenizer, self.history_budget(g['max_new_tokens']), chat_template=chat_template)
         parts = []
         for piece in self.stream(prompt, **gen):
             parts.append(piece)
