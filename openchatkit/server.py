@@ -64,6 +64,10 @@ class Engine:
         self.batchable = None                  # decided on the first prefill: plain key/value layers?
         self.stats = dict(requests=0, sequences=0, tokens=0, steps=0, rejected=0, cancelled=0, max_active=0)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        # a hold for tests: no forward pass starts while stats['tokens'] >= limit (None: no hold). A test sets it to
+        # pause generation at an exact token count, then acts (disconnects, floods the queue) without racing the model.
+        # Another process sets it through the file named by $OCK_ENGINE_HOLD (an integer; no file: no hold).
+        self.limit, self.hold_file = None, os.environ.get('OCK_ENGINE_HOLD') or None
 
     # -- the outside: submit, cancel, load, start/stop (any thread)
     def submit(self, seqs: list[Seq]):
@@ -102,6 +106,7 @@ class Engine:
                 with self.cond:
                     while not self.stopping and not self.waiting and not self.active: self.cond.wait()
                     if self.stopping: return
+                    if self._held(): self._purge(); self.cond.wait(0.01); continue
                     new = self._take()
                 try:
                     if new: self._admit(new)
@@ -112,6 +117,20 @@ class Engine:
                     for s in self.active + new:
                         if s.finish is None: self._send(s, ('error', msg)); s.finish = 'error'
                     self.active, self.cache, self.mask = [], None, None
+
+    def _held(self) -> bool:
+        "Whether the test hold (`limit`, or the file `$OCK_ENGINE_HOLD` names) stops the next forward pass."
+        limit = self.limit
+        if self.hold_file:
+            try: limit = int(open(self.hold_file).read().strip() or 'x')
+            except (OSError, ValueError): pass
+        return limit is not None and self.stats['tokens'] >= limit
+
+    def _purge(self):
+        "Let cancelled sequences go (waiting or running) without generating: what a held engine still does."
+        gone = [s for s in self.waiting if s.cancelled]
+        if gone: self.waiting = [s for s in self.waiting if not s.cancelled]; self.stats['cancelled'] += len(gone)
+        self._drop()
 
     def _take(self) -> list:
         "Waiting sequences to admit now: room in the batch, a prompt-token budget (at least one), cancelled ones skipped."

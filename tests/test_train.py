@@ -92,14 +92,18 @@ def test_kill_during_checkpoint_write_then_resume(env):
     cfg = {**base, 'pipeline_parallel': 2, 'output_dir': str(out), 'dropout': 0.1}
     import yaml
     out.mkdir(); (out/'cfg.yaml').write_text(yaml.safe_dump(cfg))
-    env_ = {**os.environ, 'OCK_TEST_SLOW_SAVE': '1:60', 'OMP_NUM_THREADS': '1', 'DS_ACCELERATOR': 'cpu'}
+    env_ = {**os.environ, 'OCK_TEST_SLOW_SAVE': '1:900', 'OMP_NUM_THREADS': '1', 'DS_ACCELERATOR': 'cpu'}
     log = open(out/'log.txt', 'w')
     p = subprocess.Popen(launch_command(out/'cfg.yaml', [], 2), env=env_, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     t0 = time.time()
     while '(slow) about to write' not in (out/'log.txt').read_text():
         assert p.poll() is None and time.time() - t0 < 600, (out/'log.txt').read_text()[-3000:]
         time.sleep(0.5)
-    time.sleep(3)                                    # rank 0 has written its part of the checkpoint by now
+    part = out/'checkpoints'/'global_step6.tmp'      # wait (no fixed sleep) until rank 0 has written its whole part:
+    t0 = time.time()                                 # its RNG file comes after its layer files
+    while not (part/'rng_rank00000.pt').exists():
+        assert p.poll() is None and time.time() - t0 < 600, (out/'log.txt').read_text()[-3000:]
+        time.sleep(0.2)
     workers = subprocess.run(['pgrep', '-P', str(p.pid)], capture_output=True, text=True).stdout.split()
     for pid in workers + [str(p.pid)]:
         try: os.kill(int(pid), signal.SIGKILL)
