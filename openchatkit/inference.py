@@ -193,12 +193,12 @@ class ChatModel:
 
     @property
     def context_length(self) -> int:
-        "How many tokens the model can attend to (prompt + reply)."
+        "How many tokens the model can attend to (prompt + reply): the smaller of the model's positions and the tokenizer's `model_max_length`, where set."
         c = self.model.config
         n = getattr(c, 'max_position_embeddings', None) or getattr(c, 'n_positions', None) or getattr(c, 'max_sequence_length', None)
         t = getattr(self.tokenizer, 'model_max_length', None)
-        if n is None: n = t if t and t < 10**7 else 2048
-        return int(n)
+        known = [int(x) for x in (n, t if t and t < 10**7 else None) if x]    # transformers' "no limit" is 1e30
+        return min(known) if known else 2048
 
     def history_budget(self, max_new_tokens: int) -> int:
         """Tokens of prompt (history) kept for a reply of up to `max_new_tokens`: the context less the reply, but never less
@@ -247,7 +247,7 @@ class ChatModel:
         from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
                                   RepetitionPenaltyLogitsProcessor)
         if isinstance(prompt, (list, tuple)):
-            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']))
+            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']), seed=g['seed'])
         t0 = time.perf_counter()
         ids = self.encode(prompt)
         if not ids: ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]
