@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 import torch
-from .core import OCKError, asset_path, get_device, get_dtype
+from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
 
 # %% auto #0
@@ -165,8 +165,9 @@ class ChatModel:
             kw.update(device_map='auto', max_memory=max_memory, offload_folder=str(offload_folder))
         elif q is not None or dev.type == 'cuda': kw['device_map'] = {'': str(dev) if dev.type != 'cuda' else dev.index}
         try:
-            tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
-            m = AutoModelForCausalLM.from_pretrained(src, **kw)
+            with quiet_loading():         # no 'Loading weights' progress bar: the script says what it loads
+                tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
+                m = AutoModelForCausalLM.from_pretrained(src, **kw)
         except OSError as e:
             raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
         except (ValueError, RuntimeError, ImportError) as e:
@@ -177,7 +178,7 @@ class ChatModel:
             from peft import PeftModel
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)   # peft calls a transformers API deprecated in v5
-                m = PeftModel.from_pretrained(m, adapter)
+                with quiet_loading(): m = PeftModel.from_pretrained(m, adapter)
             if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
         if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
         return cls(m, tok, name=str(model if model is not None else src))
