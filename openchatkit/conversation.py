@@ -8,8 +8,9 @@ import re, time, datetime as _dt
 from .core import OCKError
 
 # %% auto #0
-__all__ = ['PRE_PROMPT', 'HUMAN', 'BOT', 'CLEAN_TOKENS', 'ZWSP', 'ROLES', 'make_preamble', 'neutralise', 'ContextOverflow',
-           'Conversation', 'count_tokens', 'fit_turns', 'defuse_specials', 'render_template', 'render_messages']
+__all__ = ['PRE_PROMPT', 'HUMAN', 'BOT', 'CLEAN_TOKENS', 'ZWSP', 'ROLES', 'CHAT_TEMPLATE', 'preamble_clock', 'make_preamble',
+           'neutralise', 'ContextOverflow', 'Conversation', 'count_tokens', 'fit_turns', 'defuse_specials',
+           'render_template', 'render_messages', 'add_chat_template', 'is_ock_template']
 
 # %% ../nbs/01_conversation.ipynb #25ca982f
 PRE_PROMPT = "Current Date: {}\nCurrent Time: {}\n\n"
@@ -17,12 +18,23 @@ HUMAN, BOT = '<human>', '<bot>'
 CLEAN_TOKENS = ('<pad>', '</s>', '<|endoftext|>')
 ZWSP = '\u200b'
 
-def make_preamble(now=None) -> str:
-    "The OpenChatKit date/time preamble for `now` (default: the current local time)."
+def _day_start(t):
+    "The local midnight that starts the day of struct_time `t`."
+    return time.localtime(time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1)))
+
+def preamble_clock(now=None, seed=None) -> dict:
+    "The preamble's `date_string` and `time_string` for `now` (default: the current local time); with a `seed`, the start of that day."
     if isinstance(now, _dt.datetime):
-        return PRE_PROMPT.format(now.strftime('%Y-%m-%d'), now.strftime('%H:%M:%S %p %Z').rstrip())
-    t = time.localtime(now) if now is None or isinstance(now, (int, float)) else now
-    return PRE_PROMPT.format(time.strftime('%Y-%m-%d', t), time.strftime('%H:%M:%S %p %Z', t))
+        if seed is not None: now = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return dict(date_string=now.strftime('%Y-%m-%d'), time_string=now.strftime('%H:%M:%S %p %Z').rstrip())
+    t = time.localtime() if now is None else time.localtime(now) if isinstance(now, (int, float)) else now
+    if seed is not None: t = _day_start(t)
+    return dict(date_string=time.strftime('%Y-%m-%d', t), time_string=time.strftime('%H:%M:%S %p %Z', t))
+
+def make_preamble(now=None, seed=None) -> str:
+    "The OpenChatKit date/time preamble for `now` (default: the current local time); with a `seed`, for the start of that day."
+    c = preamble_clock(now, seed)
+    return PRE_PROMPT.format(c['date_string'], c['time_string'])
 
 # %% ../nbs/01_conversation.ipynb #e21a5a10
 def _markers_re(human_id=HUMAN, bot_id=BOT):
@@ -42,10 +54,10 @@ class ContextOverflow(OCKError):
 
 class Conversation:
     "A chat in OpenChatKit's format: a date/time preamble, then `<human>:`/`<bot>:` turns."
-    def __init__(self, human_id: str = HUMAN, bot_id: str = BOT, now=None, system: str | None = None):
+    def __init__(self, human_id: str = HUMAN, bot_id: str = BOT, now=None, system: str | None = None, seed=None):
         self.human_id, self.bot_id = human_id, bot_id
         self.system = neutralise(system, human_id, bot_id) if system else None
-        self.preamble = make_preamble(now) + (f"{self.system}\n\n" if system else '')
+        self.preamble = make_preamble(now, seed) + (f"{self.system}\n\n" if system else '')
         self.turns: list[tuple[str, str]] = []
         self.dropped = 0   # exchanges left out by the last `get_prompt` to fit the budget
 
@@ -107,6 +119,8 @@ class Conversation:
     def get_prompt(self, tokenizer=None, max_tokens: int | None = None, chat_template: bool = False) -> str:
         "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
         render = self._render
+        if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
+            chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
         if chat_template:
             if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
             render = lambda turns: render_template(tokenizer, turns, self.system)
@@ -202,8 +216,8 @@ def _content(m, i) -> str:
 
 def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None = None, now=None,
                     chat_template: bool | str = False, human_id: str = HUMAN, bot_id: str = BOT,
-                    return_conversation: bool = False):
-    "Render OpenAI-style `messages` as an OpenChatKit prompt (or via the tokenizer's chat template), fitted to `max_tokens`."
+                    return_conversation: bool = False, seed=None):
+    "Render OpenAI-style `messages` as an OpenChatKit prompt (or via the tokenizer's chat template), fitted to `max_tokens`; a `seed` fixes the clock to the day."
     if not isinstance(messages, (list, tuple)) or not messages: raise OCKError("messages must be a non-empty list")
     system, body = [], []
     for i, m in enumerate(messages):
@@ -212,7 +226,7 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
         if role not in ROLES: raise OCKError(f"message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if role == 'system' and not body: system.append(text)
         else: body.append((role, text))
-    conv = Conversation(human_id, bot_id, now=now, system='\n'.join(system) or None)
+    conv = Conversation(human_id, bot_id, now=now, system='\n'.join(system) or None, seed=seed)
     for role, text in body:
         if role == 'user': conv.push_human_turn(text)
         elif role == 'assistant': conv.push_bot_turn(text)
@@ -220,3 +234,61 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
     use_tpl = chat_template == True or bool(chat_template == 'auto' and getattr(tokenizer, 'chat_template', None))
     text = conv.get_prompt(tokenizer, max_tokens, chat_template=use_tpl)
     return (text, conv) if return_conversation else text
+
+# %% ../nbs/01_conversation.ipynb #faaf3710
+CHAT_TEMPLATE = r"""{#- OpenChatKit's prompt, byte for byte as openchatkit.conversation.render_messages renders it.
+    Variables: date_string ('%Y-%m-%d') and time_string ('%H:%M:%S %p %Z') for the preamble (default: the local clock). -#}
+{%- macro safe(text) -%}
+    {#- neutralise(): a zero-width space after the '<' of every <human>/<bot> marker, any case and spacing -#}
+    {%- set parts = text.split('<') -%}
+    {{- parts[0] -}}
+    {%- for p in parts[1:] -%}
+        {%- set r = p.lstrip() -%}
+        {%- if r.startswith('/') -%}{%- set r = r[1:].lstrip() -%}{%- endif -%}
+        {%- set low = r.lower() -%}
+        {%- set hit = (low.startswith('human') and low[5:].lstrip().startswith('>')) or (low.startswith('bot') and low[3:].lstrip().startswith('>')) -%}
+        {{- '<' ~ ('\u200b' if hit else '') ~ p -}}
+    {%- endfor -%}
+{%- endmacro -%}
+{%- macro content(m) -%}
+    {%- if m.content is string -%}{{- m.content -}}
+    {%- elif m.content is iterable -%}
+        {%- for c in m.content -%}{%- if c.get('type', 'text') == 'text' -%}{{- c.text -}}{%- endif -%}{%- endfor -%}
+    {%- endif -%}
+{%- endmacro -%}
+{%- set ns = namespace(system=[], body=[]) -%}
+{%- for m in messages -%}
+    {%- set role = 'system' if m.role == 'developer' else m.role -%}
+    {%- if role not in ['system', 'user', 'assistant', 'context'] -%}
+        {{- raise_exception('message ' ~ loop.index0 ~ ': unknown role ' ~ role ~ ' (expected one of system, developer, user, assistant, context)') -}}
+    {%- endif -%}
+    {%- if role == 'system' and not ns.body -%}{%- set ns.system = ns.system + [content(m)] -%}
+    {%- else -%}{%- set ns.body = ns.body + [{'role': role, 'text': safe(content(m))}] -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- if date_string is not defined -%}{%- set date_string = strftime_now('%Y-%m-%d') -%}{%- endif -%}
+{%- if time_string is not defined -%}{%- set time_string = strftime_now('%H:%M:%S %p') -%}{%- endif -%}
+{{- 'Current Date: ' ~ date_string ~ '\nCurrent Time: ' ~ time_string ~ '\n\n' -}}
+{%- set system = ns.system | join('\n') -%}
+{%- if system -%}{{- safe(system) ~ '\n\n' -}}{%- endif -%}
+{%- for t in ns.body -%}
+    {%- set prev = ns.body[loop.index0 - 1].role if not loop.first else none -%}
+    {%- set next = ns.body[loop.index0 + 1].role if not loop.last else none -%}
+    {%- if t.role == 'assistant' -%}
+        {{- ('' if prev == 'user' else '<bot>:') ~ ('' if not t.text or t.text[:1].isspace() else ' ') ~ t.text ~ '\n' -}}
+    {%- elif t.role == 'user' and (next == 'assistant' or (next is none and add_generation_prompt)) -%}
+        {{- '<human>: ' ~ t.text ~ '\n<bot>:' -}}
+    {%- else -%}
+        {{- '<human>: ' ~ t.text ~ '\n' -}}
+    {%- endif -%}
+{%- endfor -%}
+"""
+
+def add_chat_template(tokenizer):
+    "Give `tokenizer` the OpenChatKit chat template (`CHAT_TEMPLATE`); returns it."
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+def is_ock_template(tokenizer) -> bool:
+    "Whether `tokenizer`'s chat template is `CHAT_TEMPLATE`."
+    return getattr(tokenizer, 'chat_template', None) == CHAT_TEMPLATE

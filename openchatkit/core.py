@@ -9,8 +9,9 @@ from pathlib import Path
 from contextlib import contextmanager
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'PKG_DIR', 'OCKError', 'cli_errors', 'ock_script', 'asset_path', 'atomic_path', 'atomic_write_text',
-           'get_device', 'get_dtype', 'seed_everything', 'rng_state', 'set_rng_state', 'MetricLogger']
+__all__ = ['USER_ERRORS', 'PKG_DIR', 'INCIDENTAL_LOGGERS', 'OCKError', 'cli_errors', 'ock_script', 'asset_path', 'atomic_path',
+           'atomic_write_text', 'quiet_loading', 'get_device', 'get_dtype', 'seed_everything', 'rng_state',
+           'set_rng_state', 'MetricLogger']
 
 # %% ../nbs/00_core.ipynb #60e20f05
 class OCKError(Exception):
@@ -97,6 +98,32 @@ def atomic_path(dest, is_dir=False):
 def atomic_write_text(dest, text: str):
     "Write `text` to `dest` atomically."
     with atomic_path(dest) as p: Path(p).write_text(text, encoding='utf-8')
+
+# %% ../nbs/00_core.ipynb #b877077a
+import logging
+INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed')   # libraries that log on import when another one imports them
+
+class _AtLeast(logging.Filter):
+    def __init__(self, level): super().__init__(); self.level = level
+    def filter(self, record): return record.levelno >= self.level
+
+@contextmanager
+def quiet_loading(*loggers: str):
+    "No transformers progress bars, and nothing below ERROR from the named loggers (e.g. 'bitsandbytes', 'DeepSpeed'), while inside."
+    try: from transformers.utils import logging as tl
+    except ImportError: tl = None
+    bar = tl is not None and tl.is_progress_bar_enabled()
+    if bar: tl.disable_progress_bar()
+    held = []
+    for name in loggers:     # a filter too: a library that creates its logger on import sets its level again
+        lg, f = logging.getLogger(name), _AtLeast(logging.ERROR)
+        held.append((lg, lg.level, f)); lg.setLevel(logging.ERROR); lg.addFilter(f)
+    try: yield
+    finally:
+        for lg, level, f in held:
+            lg.removeFilter(f)
+            if lg.level == logging.ERROR: lg.setLevel(level)
+        if bar: tl.enable_progress_bar()
 
 # %% ../nbs/00_core.ipynb #e5d72a9e
 def _torch():

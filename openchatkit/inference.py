@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 import torch
-from .core import OCKError, asset_path, get_device, get_dtype
+from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
 
 # %% auto #0
@@ -165,8 +165,9 @@ class ChatModel:
             kw.update(device_map='auto', max_memory=max_memory, offload_folder=str(offload_folder))
         elif q is not None or dev.type == 'cuda': kw['device_map'] = {'': str(dev) if dev.type != 'cuda' else dev.index}
         try:
-            tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
-            m = AutoModelForCausalLM.from_pretrained(src, **kw)
+            with quiet_loading():         # no 'Loading weights' progress bar: the script says what it loads
+                tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
+                m = AutoModelForCausalLM.from_pretrained(src, **kw)
         except OSError as e:
             raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
         except (ValueError, RuntimeError, ImportError) as e:
@@ -177,7 +178,7 @@ class ChatModel:
             from peft import PeftModel
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)   # peft calls a transformers API deprecated in v5
-                m = PeftModel.from_pretrained(m, adapter)
+                with quiet_loading(): m = PeftModel.from_pretrained(m, adapter)
             if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
         if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
         return cls(m, tok, name=str(model if model is not None else src))
@@ -193,12 +194,12 @@ class ChatModel:
 
     @property
     def context_length(self) -> int:
-        "How many tokens the model can attend to (prompt + reply)."
+        "How many tokens the model can attend to (prompt + reply): the smaller of the model's positions and the tokenizer's `model_max_length`, where set."
         c = self.model.config
         n = getattr(c, 'max_position_embeddings', None) or getattr(c, 'n_positions', None) or getattr(c, 'max_sequence_length', None)
         t = getattr(self.tokenizer, 'model_max_length', None)
-        if n is None: n = t if t and t < 10**7 else 2048
-        return int(n)
+        known = [int(x) for x in (n, t if t and t < 10**7 else None) if x]    # transformers' "no limit" is 1e30
+        return min(known) if known else 2048
 
     def history_budget(self, max_new_tokens: int) -> int:
         """Tokens of prompt (history) kept for a reply of up to `max_new_tokens`: the context less the reply, but never less
@@ -247,7 +248,7 @@ class ChatModel:
         from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
                                   RepetitionPenaltyLogitsProcessor)
         if isinstance(prompt, (list, tuple)):
-            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']))
+            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']), seed=g['seed'])
         t0 = time.perf_counter()
         ids = self.encode(prompt)
         if not ids: ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]

@@ -205,7 +205,9 @@ def partition(config, pp: int) -> list[tuple[int, int]]:
     "[(start, stop)) pipeline-layer ranges per stage, balancing blocks like DeepSpeed's `type:BlockPipe`."
     L, n = num_layers(config), num_pipe_layers(config)
     if pp < 1 or pp > L: raise OCKError(f"pipeline size {pp} must be between 1 and the number of blocks ({L})")
-    from deepspeed.runtime.utils import partition_balanced   # the very function PipelineModule uses
+    from openchatkit.core import quiet_loading
+    with quiet_loading('DeepSpeed'):       # no 'Setting accelerator to CPU' (on stdout) for a paper plan or a conversion
+        from deepspeed.runtime.utils import partition_balanced   # the very function PipelineModule uses
     bounds = [int(b) for b in partition_balanced([0] + [1] * L + [0, 0], pp)]
     return [(bounds[s], bounds[s + 1]) for s in range(pp)]
 

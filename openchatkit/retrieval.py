@@ -5,13 +5,14 @@
 # %% ../nbs/40_retrieval.ipynb #a35d24da
 from __future__ import annotations
 import os, re, io, sys, json, time, hashlib, html, warnings
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 import numpy as np
 import faiss
 from fastcore.script import Param
-from .core import OCKError, ock_script, atomic_path, asset_path, get_device
+from .core import OCKError, ock_script, atomic_path, asset_path, get_device, quiet_loading, INCIDENTAL_LOGGERS
 
 # %% auto #0
 __all__ = ['DEFAULT_EMBEDDER', 'CONTRIEVER', 'TEXT_SUFFIXES', 'FORMAT', 'FACTS_INDEX', 'WIKI_PARQUET', 'Embedder',
@@ -51,17 +52,6 @@ class Embedder:
         return v
     def __repr__(self): return f"{type(self).__name__}({self.name!r}, dim={self.dim}, normalize={self.normalize})"
 
-from contextlib import contextmanager
-@contextmanager
-def _quiet_loading():
-    "No 'Loading weights' progress bar from transformers while an embedder loads (it would clutter the chat)."
-    from transformers.utils import logging as tl
-    on = tl.is_progress_bar_enabled()
-    tl.disable_progress_bar()
-    try: yield
-    finally:
-        if on: tl.enable_progress_bar()
-
 def _load_error(name, e):
     return OCKError(f"cannot load embedder {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
@@ -69,7 +59,7 @@ class SentenceTransformerEmbedder(Embedder):
     "A sentence-transformers model (hub id or local folder); `all-MiniLM-L6-v2` loads offline from its package."
     kind = 'sentence-transformers'
     def __init__(self, name: str = DEFAULT_EMBEDDER, device='auto', normalize: bool = True, batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
+        with quiet_loading(*INCIDENTAL_LOGGERS): from sentence_transformers import SentenceTransformer
         path = name
         if str(name).lower() in _MINILM:
             name = DEFAULT_EMBEDDER
@@ -80,7 +70,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.name, self.normalize, self.batch_size = str(name), normalize, batch_size
         self.device = get_device(device)
         try:
-            with _quiet_loading(): self.model = SentenceTransformer(str(path), device=str(self.device))
+            with quiet_loading(): self.model = SentenceTransformer(str(path), device=str(self.device))
         except Exception as e: raise _load_error(name, e) from None
         self.dim = self.model.get_embedding_dimension()
     def _encode(self, texts, batch_size, progress):
@@ -101,7 +91,7 @@ class MeanPoolEmbedder(Embedder):
         self.device = get_device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name)
-            with _quiet_loading(): self.model = AutoModel.from_pretrained(name).to(self.device).eval()
+            with quiet_loading(): self.model = AutoModel.from_pretrained(name).to(self.device).eval()
         except Exception as e: raise _load_error(name, e) from None
         if self.device.type == 'cuda' and dtype == 'auto': self.model.half()
         self.dim = self.model.config.hidden_size

@@ -11,8 +11,8 @@ from fastcore.script import Param
 from .core import OCKError, ock_script
 
 # %% auto #0
-__all__ = ['read_notebook', 'notebook_parameters', 'parse_value', 'check_parameters', 'run_notebook', 'format_parameters',
-           'ock_run', 'Recipe', 'run_recipe']
+__all__ = ['read_notebook', 'notebook_parameters', 'parse_value', 'parse_literal', 'cli_literal', 'check_parameters',
+           'run_notebook', 'format_parameters', 'ock_run', 'Recipe', 'run_recipe']
 
 # %% ../nbs/80_runner.ipynb #db1999fb
 def read_notebook(path):
@@ -73,6 +73,25 @@ def parse_value(s: str):
         except ValueError: pass
     return s
 
+def parse_literal(s: str):
+    "Text typed for a list or dict parameter: a Python literal (`{'add': 2}`), else YAML (`{add: 2}`), else the text itself."
+    try: return ast.literal_eval(s)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): pass
+    try:
+        import yaml
+        return yaml.safe_load(s)
+    except Exception: return s
+
+def cli_literal(value, kind: type, name: str = 'parameter'):
+    """A list/dict parameter as a recipe receives it: papermill's own CLI (`papermill … -p skill_weights '{}'`) passes
+    the text, `ock-run` the value; text is parsed with `parse_literal`. Anything but a `kind` is a one-line error."""
+    if isinstance(value, str): value = parse_literal(value)
+    kinds = (list, tuple) if kind in (list, tuple) else kind
+    if not isinstance(value, kinds):
+        raise OCKError(f"parameter {name!r} expects a {kind.__name__} (a Python literal or YAML, e.g. "
+                       f"{'{}' if kind is dict else '[]'}), got {value!r}")
+    return value
+
 def _tname(v): return {bool: 'True or False', int: 'an int', float: 'a number', str: 'text'}.get(type(v), type(v).__name__)
 
 def check_parameters(path, params: dict | None, raw: dict | None = None) -> dict:
@@ -90,9 +109,7 @@ def check_parameters(path, params: dict | None, raw: dict | None = None) -> dict
         d = k['default']
         if isinstance(d, str) and not isinstance(v, str) and name in raw: params[name] = raw[name]; continue
         if isinstance(d, (list, tuple, dict)):                   # a container: typed as a Python literal, e.g. "{}"
-            if isinstance(v, str):
-                try: v = params[name] = ast.literal_eval(v)
-                except (ValueError, SyntaxError): v = None
+            if isinstance(v, str): v = params[name] = parse_literal(v)
             if not isinstance(v, (list, tuple) if isinstance(d, (list, tuple)) else dict):
                 raise OCKError(f"{path}: parameter {name!r} expects a {type(d).__name__} written as a Python literal "
                                f"(default {k['source']}), got {raw.get(name, params[name])!r}")

@@ -632,7 +632,7 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
         # history is fitted to the window minus the reply's room: max_tokens if given, else a share of the window
         reserve = opts['gen']['max_new_tokens'] if opts['given_max'] else min(opts['gen']['max_new_tokens'], cm.context_length // 4)
         budget = cm.context_length - reserve
-        try: prompt = render_messages(msgs, cm.tokenizer, budget, chat_template=tpl)
+        try: prompt = render_messages(msgs, cm.tokenizer, budget, chat_template=tpl, seed=opts['gen'].get('seed'))   # a seed: the day's clock
         except ContextOverflow as e:
             raise _bad(f"This model's maximum context length is {cm.context_length} tokens and {reserve} are kept for the "
                        f"reply (max_tokens): {e}", 'messages', 'context_length_exceeded')

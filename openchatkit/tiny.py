@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from .core import OCKError, seed_everything
+from .conversation import add_chat_template
 
 # %% auto #0
 __all__ = ['EOT', 'CHAT_TOKENS', 'SPLIT_RE', 'DEFAULT_TEXTS', 'train_tokenizer', 'tiny_config', 'tiny_model', 'save_tiny_model']
@@ -16,8 +17,8 @@ EOT = '<|endoftext|>'
 CHAT_TOKENS = ('<human>:', '<bot>:')
 SPLIT_RE = r" ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
-def train_tokenizer(texts, vocab_size: int = 1024, extra_tokens=CHAT_TOKENS):
-    "Train a byte-level BPE tokenizer on an iterable of strings; returns a `PreTrainedTokenizerFast`."
+def train_tokenizer(texts, vocab_size: int = 1024, extra_tokens=CHAT_TOKENS, model_max_length: int | None = None):
+    "Train a byte-level BPE tokenizer on an iterable of strings; returns a `PreTrainedTokenizerFast` with the OpenChatKit chat template."
     from tokenizers import Tokenizer, Regex, models, trainers, pre_tokenizers, decoders, AddedToken
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
@@ -30,8 +31,10 @@ def train_tokenizer(texts, vocab_size: int = 1024, extra_tokens=CHAT_TOKENS):
     tok.train_from_iterator(texts, trainer=trainer)
     # chat markers are ordinary (not special) added tokens: decoding keeps them, so stop words see them
     tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in extra_tokens])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
-                                   model_max_length=2048, clean_up_tokenization_spaces=False)
+    kw = {} if model_max_length is None else dict(model_max_length=model_max_length)   # else: set by `tiny_model`
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
+                                   clean_up_tokenization_spaces=False, **kw)
+    return add_chat_template(fast)
 
 # %% ../nbs/02_tiny.ipynb #09692bc7
 def tiny_config(family: str = 'gpt_neox', vocab_size: int = 1024, hidden: int = 64, layers: int = 2, heads: int = 4,
@@ -49,9 +52,10 @@ def tiny_config(family: str = 'gpt_neox', vocab_size: int = 1024, hidden: int = 
     raise OCKError(f"unknown model family {family!r}: expected gpt_neox or llama")
 
 def tiny_model(family: str = 'gpt_neox', tokenizer=None, seed: int = 0, **kwargs):
-    "A randomly initialised tiny causal LM of `family` (seeded)."
+    "A randomly initialised tiny causal LM of `family` (seeded); `tokenizer.model_max_length` is set to its context."
     from transformers import AutoModelForCausalLM
     cfg = tiny_config(family, tokenizer=tokenizer, **kwargs)
+    if tokenizer is not None: tokenizer.model_max_length = cfg.max_position_embeddings
     seed_everything(seed)
     return AutoModelForCausalLM.from_config(cfg).eval()
 

@@ -1,0 +1,49 @@
+"""Console scripts print their own output and real warnings, nothing else: no warning a library logs because another
+one imported it (bitsandbytes' kernels, DeepSpeed's accelerator guess), no weight-loading progress bar, no
+FutureWarning. Each script runs as a user runs it, with DeepSpeed left to guess its accelerator (no DS_ACCELERATOR)."""
+import os, sys, subprocess
+from pathlib import Path
+import pytest
+
+BIN = Path(sys.executable).parent
+ENV = {k: v for k, v in os.environ.items() if k != 'DS_ACCELERATOR'}
+ENV.update(HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', HF_DATASETS_OFFLINE='1', TOKENIZERS_PARALLELISM='false',
+           CUDA_VISIBLE_DEVICES='', WANDB_MODE='disabled')
+NOISE = ('gemm_4bit_forward', 'kernels-community', 'Setting accelerator to', 'Loading weights', 'it/s]', 'FutureWarning',
+         'DeprecationWarning', 'UserWarning')
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    from openchatkit.tiny import save_tiny_model
+    return str(save_tiny_model(tmp_path_factory.mktemp('quiet')/'tiny', 'gpt_neox'))
+
+def _facts():
+    from openchatkit.core import asset_path
+    return str(asset_path('facts-index'))
+
+CASES = {  # name: (argv, stdin)
+    'chat-help': (['ock-chat', '--help'], None),
+    'chat': (['ock-chat', '--max-tokens', '5', '--no-sample'], 'hi\n'),
+    'serve-help': (['ock-serve', '--help'], None),
+    'index-help': (['ock-index', '--help'], None),
+    'index-search': (['ock-index', 'search', '{facts}', 'Paris'], None),
+    'moderate': (['ock-moderate', 'hello'], None),
+    'convert-help': (['ock-convert', '--help'], None),
+    'prepare-data-help': (['ock-prepare-data', '--help'], None),
+    'prepare-model-plan': (['ock-prepare-model', '{tiny}', '--plan', '2'], None),
+}
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize('name', list(CASES))
+def test_script_is_quiet(name, tiny):
+    """Failed before: 'moderate' and 'index-search' printed bitsandbytes' `Failed to load CPU gemm_4bit_forward from
+    kernels-community`, 'chat' a `Loading weights` progress bar, 'prepare-model-plan' DeepSpeed's `Setting accelerator
+    to CPU` (on stdout, inside the plan)."""
+    argv, stdin = CASES[name]
+    argv = [str(BIN/argv[0])] + [a.format(tiny=tiny, facts=_facts() if '{facts}' in a else '') for a in argv[1:]]
+    r = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=ENV, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip(), 'no output'
+    noisy = [l for l in (r.stdout + r.stderr).splitlines() if any(n in l for n in NOISE)]
+    assert not noisy, noisy
+    assert r.stderr == '', r.stderr[-3000:]
