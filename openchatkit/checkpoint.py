@@ -10,7 +10,7 @@ from .core import OCKError, atomic_write_text
 
 # %% auto #0
 __all__ = ['atomic_torch_save', 'check_checkpoint', 'read_meta', 'prune_checkpoints', 'publish_checkpoint', 'remove_stale',
-           'resolve_adapter', 'is_lora', 'read_metrics', 'plot_loss']
+           'resolve_adapter', 'is_lora', 'read_metrics', 'open_metrics', 'plot_loss']
 
 # %% ../nbs/23_checkpoint.ipynb #657a4b65
 def _fsync(path):
@@ -104,10 +104,24 @@ def read_metrics(output_dir) -> list[dict]:
     "The metric records of a run, one per step (the last record wins for a step logged twice, e.g. after a resume)."
     f = Path(output_dir)/'metrics.jsonl'
     if not f.exists(): return []
-    by = {}
-    for l in f.read_text().splitlines():
-        if l.strip(): r = json.loads(l); by[r['step']] = r
+    by, lines = {}, f.read_text().split('\n')
+    for i, l in enumerate(lines, 1):
+        if not l.strip(): continue
+        try: r = json.loads(l)
+        except ValueError:
+            if i == len(lines): continue            # a torn last line (no newline after it): a write cut short
+            raise OCKError(f"{f}:{i}: not a JSON record")
+        by[r['step']] = r
     return [by[k] for k in sorted(by)]
+
+def open_metrics(output_dir):
+    "`OUTPUT_DIR/metrics.jsonl` opened for appending, after cutting off a torn last line (a write a kill or full disk cut short)."
+    f = Path(output_dir)/'metrics.jsonl'
+    if f.exists():
+        data = f.read_bytes()
+        if data and not data.endswith(b'\n'):
+            with open(f, 'r+b') as fh: fh.truncate(data.rfind(b'\n') + 1)
+    return open(f, 'a')
 
 def plot_loss(output_dir) -> Path | None:
     "Write `loss_curve.png` of the run in `output_dir`."

@@ -11,8 +11,8 @@ from fastcore.basics import patch
 from .core import OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
 from .models import get_family, load_config, resolve_model, generation_config_for
 from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
-from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, plot_loss,
-                                    resolve_adapter)
+from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics,
+                                    plot_loss, resolve_adapter)
 
 # %% auto #0
 __all__ = ['ADAPTER_FILES', 'RUN_KEYS', 'target_modules', 'check_targets', 'check_lora', 'lora_plan', 'build_lora_model',
@@ -373,7 +373,7 @@ def run(self: LoraTrainer) -> int:
         print(f"LoRA: {tr:,} trainable parameters of {tot:,} ({100 * tr / tot:.2f}%); dp {self.dp}", flush=True)
     bar = tqdm(total=stop, initial=self.step, disable=not (main and cfg.progress), desc='train lora', unit='step', dynamic_ncols=True)
     t0, last_t, last_step, ck = time.time(), time.time(), self.step, None
-    metrics_f = open(out/'metrics.jsonl', 'a') if main else None
+    metrics_f = open_metrics(out) if main else None
     try:
         while self.step < stop:
             lr_used = self.sched.get_last_lr()[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from .core import OCKError, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
 from .config import TrainConfig, build_optimizer, build_scheduler, make_stream
-from .checkpoint import atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, plot_loss
+from .checkpoint import atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics, plot_loss
 
 # %% auto #0
 __all__ = ['ds_config', 'Trainer', 'reference_train']
@@ -289,7 +289,7 @@ def run(self: Trainer) -> int:
     start = self.engine.global_steps
     bar = tqdm(total=stop, initial=start, disable=not (main and cfg.progress), desc='train', unit='step', dynamic_ncols=True)
     t0, last_t, last_step = time.time(), time.time(), start
-    metrics_f = open(out/'metrics.jsonl', 'a') if main else None
+    metrics_f = open_metrics(out) if main else None
     try:
         while self.engine.global_steps < stop:
             lr_used = self.engine.get_lr()[0]
