@@ -49,11 +49,13 @@ def read_meta(ckpt) -> dict:
 
 # %% ../nbs/23_checkpoint.ipynb #c4e0b00a
 def prune_checkpoints(ckpt_dir, keep: int):
-    "Keep the newest `keep` `global_step*` checkpoints in `ckpt_dir` (0 keeps all)."
+    "Keep the newest `keep` `global_step*` checkpoints in `ckpt_dir` (0 keeps all), and always the one `latest` names."
     if not keep: return
-    tags = sorted((d for d in Path(ckpt_dir).glob('global_step*') if d.is_dir() and d.name[11:].isdigit()),
-                  key=lambda d: int(d.name[11:]))
-    for d in tags[:-keep]: shutil.rmtree(d, ignore_errors=True)
+    ck = Path(ckpt_dir)
+    latest = (ck/'latest').read_text().strip() if (ck/'latest').exists() else None
+    tags = sorted((d for d in ck.glob('global_step*') if d.is_dir() and d.name[11:].isdigit()), key=lambda d: int(d.name[11:]))
+    for d in tags[:-keep]:
+        if d.name != latest: shutil.rmtree(d, ignore_errors=True)
 
 def publish_checkpoint(tmp: Path, final: Path, meta: dict, keep: int = 0) -> Path:
     """Make `tmp`, a checkpoint every rank has finished writing, the checkpoint `final`: write its `meta.json`, fsync,
