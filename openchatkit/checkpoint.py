@@ -4,13 +4,13 @@
 
 # %% ../nbs/23_checkpoint.ipynb #c4e0b004
 from __future__ import annotations
-import os, json, shutil
+import os, json, shutil, contextlib
 from pathlib import Path
 from .core import OCKError, atomic_write_text
 
 # %% auto #0
-__all__ = ['atomic_torch_save', 'check_checkpoint', 'read_meta', 'prune_checkpoints', 'publish_checkpoint', 'remove_stale',
-           'resolve_adapter', 'is_lora', 'read_metrics', 'open_metrics', 'plot_loss']
+__all__ = ['writing', 'atomic_torch_save', 'check_checkpoint', 'read_meta', 'prune_checkpoints', 'publish_checkpoint',
+           'remove_stale', 'resolve_adapter', 'is_lora', 'read_metrics', 'open_metrics', 'plot_loss']
 
 # %% ../nbs/23_checkpoint.ipynb #657a4b65
 def _fsync(path):
@@ -18,10 +18,33 @@ def _fsync(path):
     try: os.fsync(fd)
     finally: os.close(fd)
 
+def _free_bytes(path) -> int:
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent: p = p.parent
+    return shutil.disk_usage(p).free
+
+@contextlib.contextmanager
+def writing(path):
+    "Turn a failed write under `path` into a one-line `OCKError` naming it and the reason (e.g. 'No space left on device')."
+    try: yield
+    except OCKError: raise
+    except OSError as e: raise OCKError(f"{path}: cannot write: {e.strerror or e}") from None
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if 'No space left' in str(e): raise OCKError(f"{path}: cannot write: No space left on device") from None
+        if 'inline_container' in msg or 'PytorchStreamWriter' in msg:     # torch's own writer
+            why = 'No space left on device' if _free_bytes(path) < 2**20 else f"torch could not write it ({msg})"
+            raise OCKError(f"{path}: cannot write: {why}") from None
+        raise
+
 def atomic_torch_save(obj, path):
     "`torch.save(obj, path)` that leaves either the old file or the whole new one: write `path.part`, fsync, rename."
     import torch
-    path = str(path); torch.save(obj, path + '.part'); _fsync(path + '.part'); os.replace(path + '.part', path)
+    path = str(path)
+    with writing(path):
+        with open(path + '.part', 'wb') as f:
+            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+        os.replace(path + '.part', path)
 
 # %% ../nbs/23_checkpoint.ipynb #c4e0b008
 def check_checkpoint(ckpt_dir, tag: str | None = None) -> Path:
@@ -62,13 +85,13 @@ def publish_checkpoint(tmp: Path, final: Path, meta: dict, keep: int = 0) -> Pat
     rename it into place (moving an older copy of the tag aside first) and only then point `latest` at it, so a kill
     at any moment leaves `latest` naming a complete checkpoint. Then keep the newest `keep`."""
     tmp, final = Path(tmp), Path(final); ckpt_dir = final.parent
-    (tmp/'meta.json').write_text(json.dumps(meta, indent=1, default=str))
+    with writing(tmp/'meta.json'): (tmp/'meta.json').write_text(json.dumps(meta, indent=1, default=str))
     for f in tmp.iterdir(): _fsync(f)
     _fsync(tmp)
     old = None
     if final.exists(): old = final.with_name(f'{final.name}.old'); shutil.rmtree(old, ignore_errors=True); os.rename(final, old)
     os.rename(tmp, final); _fsync(ckpt_dir)
-    atomic_write_text(ckpt_dir/'latest', final.name)   # LAST: names only a complete checkpoint
+    with writing(ckpt_dir/'latest'): atomic_write_text(ckpt_dir/'latest', final.name)   # LAST: names only a complete checkpoint
     _fsync(ckpt_dir)
     if old: shutil.rmtree(old, ignore_errors=True)
     prune_checkpoints(ckpt_dir, keep)

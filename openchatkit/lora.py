@@ -12,7 +12,7 @@ from .core import OCKError, atomic_path, atomic_write_text, seed_everything, rng
 from .models import get_family, load_config, resolve_model, generation_config_for
 from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics,
-                                    plot_loss, resolve_adapter)
+                                    plot_loss, resolve_adapter, writing)
 
 # %% auto #0
 __all__ = ['ADAPTER_FILES', 'RUN_KEYS', 'target_modules', 'check_targets', 'check_lora', 'lora_plan', 'build_lora_model',
@@ -280,7 +280,7 @@ def save(self: LoraTrainer) -> Path:
     tmp, final = self.ckpt_dir/(tag + '.tmp'), self.ckpt_dir/tag
     if self.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        with _quiet(): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
+        with writing(tmp), _quiet(): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
         (tmp/'README.md').unlink(missing_ok=True)                # peft's empty model card
         atomic_torch_save(self.opt.state_dict(), tmp/'optimizer.pt')
         atomic_torch_save({'scheduler': self.sched.state_dict(), 'scaler': self.scaler.state_dict() if self.scaler else None,
@@ -292,7 +292,7 @@ def save(self: LoraTrainer) -> Path:
     if self.rank == 0:
         missing = [f for f in self.expected_files() if not (tmp/f).exists()]
         if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
-        self.tokenizer.save_pretrained(str(tmp))
+        with writing(tmp): self.tokenizer.save_pretrained(str(tmp))
         meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type, engine='lora',
                     base_model=str(cfg.model), lora=_lora_meta(cfg, self.targets), pp=1, dp=self.dp, world=self.world,
                     precision=cfg.precision, config=asdict(cfg), files=self.expected_files(), time=time.time())
@@ -390,7 +390,7 @@ def run(self: LoraTrainer) -> int:
             rec['tok_s'] = (step - last_step) * self.tokens_per_step / max(now - last_t, 1e-9); last_t, last_step = now, step
             rec['tokens'] = step * self.tokens_per_step
             if main:
-                metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
+                with writing(metrics_f.name): metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
                 if step % cfg.log_every == 0 or 'eval_loss' in rec: log.log(rec, step)
                 bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', lr=f"{lr_used:.2e}")
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:

@@ -10,7 +10,8 @@ from pathlib import Path
 from fastcore.basics import patch
 from .core import OCKError, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
 from .config import TrainConfig, build_optimizer, build_scheduler, make_stream
-from .checkpoint import atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics, plot_loss
+from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics, plot_loss,
+                                    writing)
 
 # %% auto #0
 __all__ = ['ds_config', 'Trainer', 'reference_train']
@@ -158,7 +159,7 @@ def save(self: Trainer) -> Path:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     dist.barrier()
-    self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag + '.tmp', save_latest=False, client_state={'ock_step': step})
+    with writing(tmp): self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag + '.tmp', save_latest=False, client_state={'ock_step': step})
     slow = os.environ.get('OCK_TEST_SLOW_SAVE')            # test hook: "rank:seconds" stalls one rank mid-save
     if slow and int(slow.split(':')[0]) == self.rank and step == cfg.total_steps:
         print(f"[rank {self.rank}] (slow) about to write the rest of {tmp}", flush=True); time.sleep(float(slow.split(':')[1]))
@@ -172,8 +173,7 @@ def save(self: Trainer) -> Path:
     if self.rank == 0:
         missing = [f for f in self.expected_files() if not (tmp/f).exists()]
         if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
-        self.hf_config.save_pretrained(str(tmp))
-        self.tokenizer.save_pretrained(str(tmp))
+        with writing(tmp): self.hf_config.save_pretrained(str(tmp)); self.tokenizer.save_pretrained(str(tmp))
         meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type,
                     n_pipe_layers=self.hf_config.num_hidden_layers + 3, head_name=self.head_name,
                     tied=bool(getattr(self.hf_config, 'tie_word_embeddings', False)),
@@ -309,7 +309,7 @@ def run(self: Trainer) -> int:
             rec['tok_s'] = (step - last_step) * self.tokens_per_step / max(now - last_t, 1e-9); last_t, last_step = now, step
             rec['tokens'] = step * self.tokens_per_step
             if main:
-                metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
+                with writing(metrics_f.name): metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
                 if step % cfg.log_every == 0 or 'eval_loss' in rec: log.log(rec, step)
                 bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', lr=f"{rec['lr']:.2e}")
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
