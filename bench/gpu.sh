@@ -12,7 +12,8 @@ from pathlib import Path
 W, peak = Path(sys.argv[1]), sys.argv[2]
 from openchatkit.tiny import train_tokenizer, tiny_config
 from openchatkit.data import write_jsonl
-from openchatkit.train import launch_training, read_metrics
+from openchatkit.train import launch_training
+from openchatkit.checkpoint import read_metrics
 from openchatkit.convert import convert_checkpoint, verify_conversion
 name = torch.cuda.get_device_name(0)
 peaks = {'H200': 989, 'H100': 989, 'A100': 312, 'L40': 181, 'A10': 125, '4090': 165}

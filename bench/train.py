@@ -1,7 +1,7 @@
 """Training throughput on this machine, in one run: the tiny-chat recipe model (GPT-NeoX hidden 256, 7 layers,
 BPE-1024, seq 128, 64 sequences per step, bot-only loss, fp32 or --precision amp-bf16) trained by
 
-  (a) a plain single-process PyTorch loop (openchatkit.train.reference_train) with all cores, and with 1 thread;
+  (a) a plain single-process PyTorch loop (openchatkit.trainer.reference_train) with all cores, and with 1 thread;
   (b) ock-train's DeepSpeed pipeline engine, pp=2 on 2 processes (1 thread each, gloo).
 
 Prints tokens/s of (b) / (a), and the pipeline efficiency = tok/s(pp=2) / (2 x tok/s(1 thread)) against the
@@ -24,7 +24,10 @@ def main():
     a = ap.parse_args()
     from openchatkit.tiny import save_tiny_model
     from openchatkit.data import write_jsonl
-    from openchatkit.train import load_train_config, reference_train, launch_training, read_metrics
+    from openchatkit.config import load_train_config
+    from openchatkit.checkpoint import read_metrics
+    from openchatkit.trainer import reference_train
+    from openchatkit.train import launch_training
     tmp = Path(tempfile.mkdtemp(prefix='ock-bench-train-'))
     texts = [f"<human>: What is {x} plus {y}?\n<bot>: {x} plus {y} is {x+y}." for x in range(10, 100) for y in range(10, 60, 3)]
     write_jsonl(tmp/'train.jsonl', [{'text': t} for t in texts])

@@ -8,8 +8,8 @@ import os, re, json, shutil
 from pathlib import Path
 import torch
 from .core import OCKError, ock_script, atomic_path, get_dtype
-from .models import hf_prefixes, num_layers
-from .train import check_checkpoint
+from .models import hf_prefixes, generation_config_for
+from .checkpoint import check_checkpoint, is_lora, resolve_adapter
 
 # %% auto #0
 __all__ = ['load_checkpoint_config', 'checkpoint_tensors', 'convert_checkpoint', 'pipeline_model', 'verify_conversion',
@@ -57,10 +57,14 @@ def checkpoint_tensors(ckpt):
         del sd
 
 # %% ../nbs/27_convert.ipynb #a2fd97d9
-def _gen_config(cfg):
-    from transformers import GenerationConfig
-    return GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
-                            do_sample=True, temperature=0.6, top_k=40, top_p=1.0, max_new_tokens=128)
+def _model_tokenizer(d: Path, cfg):
+    "The tokenizer in `d` says what the model can read (one context length) and how to chat (our template if it has none)."
+    from transformers import AutoTokenizer
+    from openchatkit.conversation import add_chat_template
+    tok = AutoTokenizer.from_pretrained(str(d))
+    tok.model_max_length = cfg.max_position_embeddings
+    if not tok.chat_template: add_chat_template(tok)
+    tok.save_pretrained(str(d))
 
 def convert_checkpoint(ckpt, out_dir, dtype: str | None = None, max_shard_gb: float = 4.0, verify: bool = False) -> Path:
     "Write checkpoint `ckpt` (a step directory, or a run/checkpoints directory = its latest) as a `save_pretrained` directory."
@@ -95,10 +99,11 @@ def convert_checkpoint(ckpt, out_dir, dtype: str | None = None, max_shard_gb: fl
         cfg.use_cache = True
         cfg.dtype = dt or seen or torch.float32         # as written (a bf16 run's layer files are bf16)
         cfg.save_pretrained(str(tmp))
-        _gen_config(cfg).save_pretrained(str(tmp))
+        generation_config_for(cfg).save_pretrained(str(tmp))
         for f in d.iterdir():
             if f.name.startswith(('tokenizer', 'special_tokens_map', 'vocab', 'merges', 'chat_template')) or f.suffix == '.model':
                 shutil.copy(f, tmp/f.name)
+        if (tmp/'tokenizer_config.json').exists(): _model_tokenizer(tmp, cfg)
         (tmp/'training_meta.json').write_text(json.dumps({k: meta[k] for k in ('step', 'tokens', 'pp', 'dp', 'precision', 'config') if k in meta}, indent=1, default=str))
     if verify: verify_conversion(d, out_dir)
     return Path(out_dir)
@@ -148,7 +153,7 @@ def ock_convert(checkpoint: str,   # a checkpoint step directory, or a run's che
                 base: str = None,           # with --merge-lora: the base model (default: the one the adapter names)
                ):
     "Convert a training checkpoint to a Hugging Face model directory (no stage/layer arguments needed); --merge-lora folds a LoRA adapter into its base."
-    from openchatkit.lora import is_lora, merge_lora as _merge, resolve_adapter
+    from openchatkit.lora import merge_lora as _merge
     if merge_lora:
         a = resolve_adapter(checkpoint)
         p = _merge(a, out, base=base, dtype=dtype, verify=verify)

@@ -4,41 +4,23 @@
 
 # %% ../nbs/30_inference.ipynb #d8045eb1
 from __future__ import annotations
-import os, re, json, time, threading
-from dataclasses import dataclass, field
-from pathlib import Path
+import re, time, threading
+from dataclasses import dataclass
 from typing import Iterator
 import torch
 from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
+from .models import resolve_model
 
 # %% auto #0
-__all__ = ['GEN_DEFAULTS', 'default_model', 'resolve_model', 'parse_memory', 'check_memory', 'Generation', 'check_gen',
-           'held_back', 'ChatModel', 'ScriptedLogits']
+__all__ = ['GEN_DEFAULTS', 'default_model', 'parse_memory', 'check_memory', 'Generation', 'check_gen', 'held_back', 'ChatModel',
+           'ScriptedLogits']
 
 # %% ../nbs/30_inference.ipynb #3d357184
 def default_model() -> str | None:
     "The tiny chat model shipped in the package (`assets/tiny-chat`), or None if this install has none."
     p = asset_path('tiny-chat')
     return str(p) if (p/'config.json').exists() else None
-
-def _looks_local(s: str) -> bool:
-    return s.startswith(('/', './', '../', '~', '.\\')) or s.endswith(('/', '\\')) or s.count('/') > 1 or s in ('.', '..') or os.sep == '\\' and ':\\' in s
-
-def resolve_model(model) -> str:
-    "Check a `--model` value: an existing model directory, or something that can only be a hub id."
-    if model is None or str(model).strip() == '':
-        raise OCKError("no model given and no shipped model in this install: pass --model DIR_OR_HUB_ID")
-    s = str(model); p = Path(s).expanduser()
-    if p.exists():
-        if not p.is_dir(): raise OCKError(f"model path {s!r} is a file, not a model directory")
-        if (p/'config.json').exists(): return str(p)
-        if (p/'adapter_config.json').exists():
-            raise OCKError(f"{s!r} is a LoRA adapter, not a model: use --model BASE --adapter {s}")
-        raise OCKError(f"{s!r} is not a model directory (no config.json in it)")
-    if _looks_local(s): raise OCKError(f"model path {s!r} does not exist")
-    if not re.fullmatch(r'[\w.\-]+(/[\w.\-]+)?', s): raise OCKError(f"{s!r} is neither a local directory nor a hub id (org/name)")
-    return s
 
 # %% ../nbs/30_inference.ipynb #be12023d
 def parse_memory(gpu_vram=None, cpu_ram=None) -> dict | None:
@@ -151,7 +133,7 @@ class ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         src = resolve_model(model if model is not None else default_model())
         if adapter is not None:               # an adapter directory, a LoRA checkpoint step or a LoRA run (its latest)
-            from openchatkit.lora import resolve_adapter
+            from openchatkit.checkpoint import resolve_adapter
             adapter = str(resolve_adapter(adapter))
         if gpu_id is not None and device == 'auto': device = f'cuda:{gpu_id}'
         dev = get_device(device)

@@ -4,42 +4,19 @@
 
 # %% ../nbs/25_lora.ipynb #61d4b936
 from __future__ import annotations
-import os, sys, json, math, time, shutil, warnings, contextlib
+import os, json, math, time, shutil, warnings, contextlib
 from dataclasses import asdict
 from pathlib import Path
+from fastcore.basics import patch
 from .core import OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
-from .train import (TrainConfig, build_optimizer, build_scheduler, make_stream, make_batches, check_checkpoint,
-                               read_metrics, plot_loss, _atomic_torch_save, publish_checkpoint)
+from .models import get_family, load_config, resolve_model, generation_config_for
+from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
+from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics,
+                                    plot_loss, resolve_adapter, writing)
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'ADAPTER_FILES', 'RUN_KEYS', 'lora_targets', 'validate_lora', 'target_modules', 'check_targets',
-           'check_lora', 'lora_plan', 'build_lora_model', 'trainable_parameters', 'LoraTrainer', 'resolve_adapter',
-           'is_lora', 'adapter_base', 'load_adapted', 'merge_lora', 'verify_merge']
-
-# %% ../nbs/25_lora.ipynb #315a0c8e
-LORA_TARGETS = {'gpt_neox': ['query_key_value'], 'llama': ['q_proj', 'k_proj', 'v_proj', 'o_proj']}
-
-def lora_targets(cfg: TrainConfig, family: str) -> list | str:
-    "The module names that get adapters: `cfg.lora_target`, or the family's default (`LORA_TARGETS`)."
-    t = cfg.lora_target
-    if t is None: return list(LORA_TARGETS[family]) if family in LORA_TARGETS else 'all-linear'
-    if isinstance(t, str): return 'all-linear' if t.strip() == 'all-linear' else [s.strip() for s in t.split(',') if s.strip()]
-    return [str(s) for s in t]
-
-def validate_lora(cfg: TrainConfig, where: str = 'config'):
-    "One-line errors for LoRA settings that cannot work, whatever the model (called by `load_train_config`)."
-    if cfg.load_in_4bit and not cfg.lora:
-        raise OCKError(f"{where}: load_in_4bit quantizes the frozen base of a LoRA run (QLoRA): set lora: true as well")
-    if not cfg.lora: return
-    if cfg.pipeline_parallel != 1:
-        raise OCKError(f"{where}: lora runs data-parallel only: pipeline_parallel must be 1, got {cfg.pipeline_parallel}")
-    if cfg.zero_stage: raise OCKError(f"{where}: zero_stage {cfg.zero_stage} is for full fine-tuning; a LoRA run optimizes only the adapter: set zero_stage: 0")
-    if cfg.lora_r < 1: raise OCKError(f"{where}: lora_r must be >= 1, got {cfg.lora_r}")
-    if cfg.lora_alpha <= 0: raise OCKError(f"{where}: lora_alpha must be > 0, got {cfg.lora_alpha}")
-    if not 0 <= cfg.lora_dropout < 1: raise OCKError(f"{where}: lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
-    t = cfg.lora_target
-    if t is not None and not (isinstance(t, str) and t.strip() or isinstance(t, (list, tuple)) and t and all(isinstance(s, str) and s for s in t)):
-        raise OCKError(f"{where}: lora_target must be a module name, a list of them or 'all-linear', got {t!r}")
+__all__ = ['ADAPTER_FILES', 'RUN_KEYS', 'target_modules', 'check_targets', 'check_lora', 'lora_plan', 'build_lora_model',
+           'trainable_parameters', 'LoraTrainer', 'adapter_base', 'load_adapted', 'merge_lora', 'verify_merge']
 
 # %% ../nbs/25_lora.ipynb #c8f87600
 def _meta_model(hf_config):
@@ -75,7 +52,6 @@ def _lora_meta(cfg: TrainConfig, targets) -> dict:
 
 def check_lora(cfg: TrainConfig, hf_config, latest=None) -> dict:
     "Check a LoRA run against its model (targets) and its checkpoint; facts: targets, trainable/base parameters, summary."
-    from openchatkit.models import get_family
     family = get_family(hf_config).name
     if latest is not None:
         meta = json.loads((Path(latest)/'meta.json').read_text())
@@ -103,7 +79,7 @@ def check_lora(cfg: TrainConfig, hf_config, latest=None) -> dict:
 # %% ../nbs/25_lora.ipynb #992d35b3
 def lora_plan(cfg: TrainConfig, gpus: int = 1, verbose: bool = True) -> dict:
     "A LoRA run on paper: adapter size and per-GPU memory for the base of `cfg` (a known hub model or a local directory)."
-    from openchatkit.models import paper_config, load_config
+    from openchatkit.models import paper_config
     hf = load_config(cfg.model) if (Path(cfg.model)/'config.json').exists() else paper_config(cfg.model)
     f = check_lora(cfg, hf)
     if cfg.load_in_4bit:     # block linears in nf4 (+ double-quantized scales); embeddings, head and norms in fp32 (QLoRA's prep)
@@ -135,7 +111,6 @@ def build_lora_model(cfg: TrainConfig, hf_config=None, device='cpu'):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from openchatkit.models import load_config, get_family
     hf_config = hf_config or load_config(cfg.model, cfg.dropout, cfg.rope_scaling, cfg.max_positions)
     targets = lora_targets(cfg, get_family(hf_config).name)
     dt = _dtype(cfg.precision)
@@ -180,266 +155,269 @@ class LoraTrainer:
     def __init__(self, cfg: TrainConfig, emulate_dp: int = 1):
         self.cfg, self.emulate_dp = cfg, int(emulate_dp)
 
-    # ------------------------------------------------------------------ setup
-    def barrier(self):
-        if self.dist is not None: self.dist.barrier()
+# %% ../nbs/25_lora.ipynb #2ea9d802
+@patch
+def barrier(self: LoraTrainer):
+    "Wait for the other processes (nothing to wait for alone)."
+    if self.dist is not None: self.dist.barrier()
 
-    def setup(self):
-        import torch
-        import torch.distributed as dist
-        from transformers import AutoTokenizer
-        from openchatkit.models import load_config
-        cfg = self.cfg
-        self.rank, self.world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
-        if self.emulate_dp > 1 and self.world > 1: raise OCKError("emulate_dp is for a single process")
-        cuda = torch.cuda.is_available()
-        self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if cuda else torch.device('cpu')
-        if cuda: torch.cuda.set_device(self.device)
-        self.dist = None
-        if self.world > 1:
-            if not dist.is_initialized():
-                dist.init_process_group(cfg.backend if cfg.backend != 'auto' else ('nccl' if cuda else 'gloo'))
-            self.dist = dist
-        self.dp = self.world * self.emulate_dp
-        self.dp_ranks = list(range(self.emulate_dp)) if self.emulate_dp > 1 else [self.rank]
-        self.hf_config = load_config(cfg.model, cfg.dropout, cfg.rope_scaling, cfg.max_positions)
-        self.model = build_lora_model(cfg, self.hf_config, self.device)
-        from openchatkit.models import get_family
-        self.targets = lora_targets(cfg, get_family(self.hf_config).name)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.dist is not None:                      # replicas start from rank 0's adapter
-            with torch.no_grad():
-                for p in self.params: self.dist.broadcast(p.data, 0)
-        seed_everything(cfg.seed + self.rank)          # each rank its own dropout masks
-        self.opt = build_optimizer(self.model.named_parameters(), cfg)
-        self.sched = build_scheduler(self.opt, cfg)
-        self.scaler = (torch.amp.GradScaler('cuda', init_scale=2.0 ** cfg.initial_scale_power, growth_interval=cfg.loss_scale_window)
-                       if cfg.precision == 'fp16' else None)
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
-        self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp) for r in self.dp_ranks]
-        self.ckpt_dir = Path(cfg.output_dir)/'checkpoints'
-        self.tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.dp * cfg.seq_length
-        self.step, self.resumed_from, self.wall = 0, None, 0.0
-        return self
-
-    def _autocast(self):
-        import torch
-        if self.cfg.precision == 'amp-bf16': return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _mean(self, t):
-        "Average a tensor over the processes."
-        if self.dist is None: return t
-        t = t.clone(); self.dist.all_reduce(t); return t / self.world
-
-    # ------------------------------------------------------------------ steps
-    def forward_loss(self, x, y):
-        from openchatkit.pipeline import loss_fn
-        with self._autocast(): logits = self.model(input_ids=x.to(self.device)).logits
-        return loss_fn(logits, y.to(self.device))
-
-    def train_step(self, its):
-        import torch
-        cfg, gas = self.cfg, self.cfg.gradient_accumulation_steps
-        self.model.train()
-        tot, n = torch.zeros((), device=self.device), gas * len(its)
-        for it in its:
-            for _ in range(gas):
-                x, y = next(it)
-                loss = self.forward_loss(x, y)
-                (self.scaler.scale(loss / n) if self.scaler else loss / n).backward()
-                tot += loss.detach().float()
-        if self.dist is not None:                      # average the adapter's gradients: one flat all-reduce
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
-            self.dist.all_reduce(flat); flat /= self.world; i = 0
-            for p in self.params:
-                k = p.numel(); p.grad = flat[i:i + k].view_as(p).clone(); i += k
-        if self.scaler: self.scaler.unscale_(self.opt)
-        gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip else float('inf'))
-        if self.scaler: self.scaler.step(self.opt); self.scaler.update()
-        else: self.opt.step()
-        self.sched.step(); self.opt.zero_grad(set_to_none=True)
-        self.step += 1
-        return float(self._mean(tot / n).item()), float(gn)
-
-    def evaluate(self) -> dict:
-        "Mean loss over `eval_batches` held-out micro-batches per data-parallel replica (averaged over them) and perplexity."
-        import torch, itertools
-        cfg, losses = self.cfg, []
-        self.model.eval()
+@patch
+def setup(self: LoraTrainer):
+    "Join the job, build the frozen base with fresh adapters, the optimizer, schedule and data streams; returns self."
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+    cfg = self.cfg
+    self.rank, self.world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+    if self.emulate_dp > 1 and self.world > 1: raise OCKError("emulate_dp is for a single process")
+    cuda = torch.cuda.is_available()
+    self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if cuda else torch.device('cpu')
+    if cuda: torch.cuda.set_device(self.device)
+    self.dist = None
+    if self.world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(cfg.backend if cfg.backend != 'auto' else ('nccl' if cuda else 'gloo'))
+        self.dist = dist
+    self.dp = self.world * self.emulate_dp
+    self.dp_ranks = list(range(self.emulate_dp)) if self.emulate_dp > 1 else [self.rank]
+    self.hf_config = load_config(cfg.model, cfg.dropout, cfg.rope_scaling, cfg.max_positions)
+    self.model = build_lora_model(cfg, self.hf_config, self.device)
+    self.targets = lora_targets(cfg, get_family(self.hf_config).name)
+    self.params = [p for p in self.model.parameters() if p.requires_grad]
+    if self.dist is not None:                      # replicas start from rank 0's adapter
         with torch.no_grad():
-            for r in self.dp_ranks:
-                s = make_stream(cfg, cfg.eval_data, self.tokenizer, r, self.dp)
-                bs = list(itertools.islice(make_batches(s, cfg.micro_batch_size), cfg.eval_batches))
-                if not bs: raise OCKError(f"eval_data {cfg.eval_data}: no data for data-parallel rank {r}")
-                losses += [self.forward_loss(x, y).float() for x, y in itertools.islice(itertools.cycle(bs), cfg.eval_batches)]
-        self.model.train()
-        loss = float(self._mean(torch.stack(losses).mean()).item())
-        return dict(eval_loss=loss, eval_ppl=math.exp(min(loss, 50)))
+            for p in self.params: self.dist.broadcast(p.data, 0)
+    seed_everything(cfg.seed + self.rank)          # each rank its own dropout masks
+    self.opt = build_optimizer(self.model.named_parameters(), cfg)
+    self.sched = build_scheduler(self.opt, cfg)
+    self.scaler = (torch.amp.GradScaler('cuda', init_scale=2.0 ** cfg.initial_scale_power, growth_interval=cfg.loss_scale_window)
+                   if cfg.precision == 'fp16' else None)
+    self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp) for r in self.dp_ranks]
+    self.ckpt_dir = Path(cfg.output_dir)/'checkpoints'
+    self.tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.dp * cfg.seq_length
+    self.step, self.resumed_from, self.wall = 0, None, 0.0
+    return self
 
-    # ------------------------------------------------------------------ checkpoints
-    def expected_files(self) -> list[str]:
-        return (list(ADAPTER_FILES) + ['optimizer.pt', 'scheduler.pt'] + [f'rng_rank{r:05d}.pt' for r in range(self.world)]
-                + [f'data_dp{r:05d}.pt' for r in range(self.dp)])
+# %% ../nbs/25_lora.ipynb #2ea9d805
+@patch
+def _autocast(self: LoraTrainer):
+    "bf16 autocast with `precision: amp-bf16`, else nothing."
+    import torch
+    if self.cfg.precision == 'amp-bf16': return torch.autocast(self.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
-    def save(self) -> Path:
-        import torch
-        cfg, step = self.cfg, self.step
-        tag = f'global_step{step}'
-        tmp, final = self.ckpt_dir/(tag + '.tmp'), self.ckpt_dir/tag
-        if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-            with _quiet(): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
-            (tmp/'README.md').unlink(missing_ok=True)                # peft's empty model card
-            _atomic_torch_save(self.opt.state_dict(), tmp/'optimizer.pt')
-            _atomic_torch_save({'scheduler': self.sched.state_dict(), 'scaler': self.scaler.state_dict() if self.scaler else None,
-                                'step': step}, tmp/'scheduler.pt')
-        self.barrier()
-        _atomic_torch_save(rng_state(), tmp/f'rng_rank{self.rank:05d}.pt')
-        for r, s in zip(self.dp_ranks, self.streams): _atomic_torch_save(s.state_dict(), tmp/f'data_dp{r:05d}.pt')
-        self.barrier()                                             # every rank has written everything
-        if self.rank == 0:
-            missing = [f for f in self.expected_files() if not (tmp/f).exists()]
-            if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
-            self.tokenizer.save_pretrained(str(tmp))
-            meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type, engine='lora',
-                        base_model=str(cfg.model), lora=_lora_meta(cfg, self.targets), pp=1, dp=self.dp, world=self.world,
-                        precision=cfg.precision, config=asdict(cfg), files=self.expected_files(), time=time.time())
-            publish_checkpoint(tmp, final, meta, keep=cfg.keep_checkpoints)   # meta, fsync, rename, then `latest`
-        self.barrier()
-        return final
+@patch
+def _mean(self: LoraTrainer, t):
+    "Average a tensor over the processes."
+    if self.dist is None: return t
+    t = t.clone(); self.dist.all_reduce(t); return t / self.world
 
-    def export_adapter(self, d: Path) -> Path:
-        "Copy the adapter (and tokenizer) of checkpoint `d` to `output_dir/adapter`, atomically."
-        dest = Path(self.cfg.output_dir)/'adapter'
-        meta = json.loads((d/'meta.json').read_text())
-        with atomic_path(dest, is_dir=True) as tmp:
-            for f in d.iterdir():
-                if f.name in ADAPTER_FILES or f.name.startswith(('tokenizer', 'special_tokens_map', 'vocab', 'merges', 'chat_template')):
-                    shutil.copy(f, Path(tmp)/f.name)
-            (Path(tmp)/'lora_run.json').write_text(json.dumps(dict(checkpoint=str(d), **{k: meta[k] for k in RUN_KEYS if k in meta}), indent=1))
-        return dest
+@patch
+def forward_loss(self: LoraTrainer, x, y):
+    "The loss of one micro-batch (`loss_fn` of 21_pipeline over the model's logits)."
+    from openchatkit.pipeline import loss_fn
+    with self._autocast(): logits = self.model(input_ids=x.to(self.device)).logits
+    return loss_fn(logits, y.to(self.device))
 
-    def resume(self) -> bool:
-        import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-        cfg = self.cfg
-        if self.rank == 0 and self.ckpt_dir.exists():
-            for d in list(self.ckpt_dir.glob('*.tmp')) + list(self.ckpt_dir.glob('*.old')):
-                print(f"removing incomplete {d}", flush=True); shutil.rmtree(d, ignore_errors=True)
-        self.barrier()
-        if cfg.resume == 'never' or not (self.ckpt_dir/'latest').exists():
-            if cfg.resume == 'must': raise OCKError(f"{self.ckpt_dir}: no checkpoint to resume from (resume=must)")
-            return False
-        d = check_checkpoint(self.ckpt_dir)
-        check_lora(cfg, self.hf_config, d)
-        meta = json.loads((d/'meta.json').read_text())
-        try:
-            sd = load_file(str(d/'adapter_model.safetensors'), device=str(self.device))
-            with _quiet(): res = set_peft_model_state_dict(self.model, sd)
-            if getattr(res, 'unexpected_keys', None): raise OCKError(f"{d}: adapter tensors this model does not have: {res.unexpected_keys[:3]}")
-            self.opt.load_state_dict(torch.load(d/'optimizer.pt', map_location=self.device, weights_only=False))
-            st = torch.load(d/'scheduler.pt', weights_only=False)
-            self.sched.load_state_dict(st['scheduler'])
-            if self.scaler is not None and st.get('scaler'): self.scaler.load_state_dict(st['scaler'])
-        except OCKError: raise
-        except Exception as e:
-            raise OCKError(f"{d}: cannot load checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        self.step = meta['step']
-        rf = d/f'rng_rank{self.rank:05d}.pt'
-        if meta['world'] == self.world and meta['dp'] == self.dp and rf.exists(): set_rng_state(torch.load(rf, weights_only=False))
-        else: seed_everything(cfg.seed + self.rank + 1000 * meta['step'])
-        if meta['dp'] == self.dp:
-            for r, s in zip(self.dp_ranks, self.streams): s.load_state_dict(torch.load(d/f'data_dp{r:05d}.pt', weights_only=False))
-        else:          # another data-parallel size: the shards differ; fresh streams, re-seeded by the step
-            if self.rank == 0: print(f"warning: data-parallel size changed ({meta['dp']} -> {self.dp}); data streams re-seeded", flush=True)
-            self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp, seed_offset=meta['step']) for r in self.dp_ranks]
-        self.resumed_from = d
-        if self.rank == 0: print(f"resumed from {d} (step {meta['step']}, dp={meta['dp']} -> dp={self.dp})", flush=True)
-        return True
+# %% ../nbs/25_lora.ipynb #2ea9d806
+@patch
+def train_step(self: LoraTrainer, its) -> tuple[float, float]:
+    "One optimizer step over `gradient_accumulation_steps` micro-batches of each iterator in `its`; (mean loss, grad norm)."
+    import torch
+    cfg, gas = self.cfg, self.cfg.gradient_accumulation_steps
+    self.model.train()
+    tot, n = torch.zeros((), device=self.device), gas * len(its)
+    for it in its:
+        for _ in range(gas):
+            x, y = next(it)
+            loss = self.forward_loss(x, y)
+            (self.scaler.scale(loss / n) if self.scaler else loss / n).backward()
+            tot += loss.detach().float()
+    if self.dist is not None:                      # average the adapter's gradients: one flat all-reduce
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
+        self.dist.all_reduce(flat); flat /= self.world; i = 0
+        for p in self.params:
+            k = p.numel(); p.grad = flat[i:i + k].view_as(p).clone(); i += k
+    if self.scaler: self.scaler.unscale_(self.opt)
+    gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip else float('inf'))
+    if self.scaler: self.scaler.step(self.opt); self.scaler.update()
+    else: self.opt.step()
+    self.sched.step(); self.opt.zero_grad(set_to_none=True)
+    self.step += 1
+    return float(self._mean(tot / n).item()), float(gn)
 
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> int:
-        from tqdm.auto import tqdm
-        cfg = self.cfg
-        self.resume()
-        stop = min(cfg.stop_at or cfg.total_steps, cfg.total_steps)
-        its = [make_batches(s, cfg.micro_batch_size) for s in self.streams]
-        main = self.rank == 0
-        out = Path(cfg.output_dir)
-        log = MetricLogger(cfg.log_backend if main else 'none', project=cfg.project, run_name=cfg.run_name,
-                           log_dir=str(out/'logs'), config=asdict(cfg), quiet=cfg.progress)
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            import yaml; atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
-            tr, tot = trainable_parameters(self.model)
-            print(f"LoRA: {tr:,} trainable parameters of {tot:,} ({100 * tr / tot:.2f}%); dp {self.dp}", flush=True)
-        bar = tqdm(total=stop, initial=self.step, disable=not (main and cfg.progress), desc='train lora', unit='step', dynamic_ncols=True)
-        t0, last_t, last_step, ck = time.time(), time.time(), self.step, None
-        metrics_f = open(out/'metrics.jsonl', 'a') if main else None
-        try:
-            while self.step < stop:
-                lr_used = self.sched.get_last_lr()[0]
-                try: loss, gn = self.train_step(its)
-                except StopIteration: raise OCKError(f"data {cfg.data}: the stream ended at step {self.step}")
-                step = self.step
-                if not math.isfinite(loss) and cfg.precision != 'fp16':
-                    raise OCKError(f"loss is {loss} at step {step}: lower lr, check the data, or use fp32")
-                rec = dict(loss=loss, lr=lr_used, grad_norm=gn)
-                if self.scaler is not None: rec['loss_scale'] = float(self.scaler.get_scale())
-                if cfg.eval_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps):
-                    rec.update(self.evaluate())
-                now = time.time()
-                rec['tok_s'] = (step - last_step) * self.tokens_per_step / max(now - last_t, 1e-9); last_t, last_step = now, step
-                rec['tokens'] = step * self.tokens_per_step
-                if main:
-                    metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
-                    if step % cfg.log_every == 0 or 'eval_loss' in rec: log.log(rec, step)
-                    bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', lr=f"{lr_used:.2e}")
-                if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
-                    ck = self.save()
-        finally:
-            bar.close(); log.finish()
-            if metrics_f: metrics_f.close()
-        if main:
-            if ck is None and (self.ckpt_dir/'latest').exists(): ck = check_checkpoint(self.ckpt_dir)
-            if ck is not None: self.export_adapter(ck)
-            plot_loss(out)
-        self.wall = time.time() - t0
-        return self.step
+# %% ../nbs/25_lora.ipynb #2ea9d808
+@patch
+def evaluate(self: LoraTrainer) -> dict:
+    "Mean loss over `eval_batches` held-out micro-batches per data-parallel replica (averaged over them) and perplexity."
+    import torch, itertools
+    from openchatkit.data import batches
+    cfg, losses = self.cfg, []
+    self.model.eval()
+    with torch.no_grad():
+        for r in self.dp_ranks:
+            s = make_stream(cfg, cfg.eval_data, self.tokenizer, r, self.dp)
+            bs = list(itertools.islice(batches(s, cfg.micro_batch_size), cfg.eval_batches))
+            if not bs: raise OCKError(f"eval_data {cfg.eval_data}: no data for data-parallel rank {r}")
+            losses += [self.forward_loss(x, y).float() for x, y in itertools.islice(itertools.cycle(bs), cfg.eval_batches)]
+    self.model.train()
+    loss = float(self._mean(torch.stack(losses).mean()).item())
+    return dict(eval_loss=loss, eval_ppl=math.exp(min(loss, 50)))
 
-    def close(self):
-        if self.dist is not None:
-            try: self.dist.barrier(); self.dist.destroy_process_group()
-            except Exception: pass
+# %% ../nbs/25_lora.ipynb #2ea9d80a
+@patch
+def expected_files(self: LoraTrainer) -> list[str]:
+    "Every file a complete LoRA checkpoint holds (what `meta.json` lists)."
+    return (list(ADAPTER_FILES) + ['optimizer.pt', 'scheduler.pt'] + [f'rng_rank{r:05d}.pt' for r in range(self.world)]
+            + [f'data_dp{r:05d}.pt' for r in range(self.dp)])
+
+@patch
+def save(self: LoraTrainer) -> Path:
+    "Write the checkpoint of the current step (all processes call it); `latest` names it only once it is complete."
+    cfg, step = self.cfg, self.step
+    tag = f'global_step{step}'
+    tmp, final = self.ckpt_dir/(tag + '.tmp'), self.ckpt_dir/tag
+    if self.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        with writing(tmp), _quiet(): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
+        (tmp/'README.md').unlink(missing_ok=True)                # peft's empty model card
+        atomic_torch_save(self.opt.state_dict(), tmp/'optimizer.pt')
+        atomic_torch_save({'scheduler': self.sched.state_dict(), 'scaler': self.scaler.state_dict() if self.scaler else None,
+                           'step': step}, tmp/'scheduler.pt')
+    self.barrier()
+    atomic_torch_save(rng_state(), tmp/f'rng_rank{self.rank:05d}.pt')
+    for r, s in zip(self.dp_ranks, self.streams): atomic_torch_save(s.state_dict(), tmp/f'data_dp{r:05d}.pt')
+    self.barrier()                                             # every rank has written everything
+    if self.rank == 0:
+        missing = [f for f in self.expected_files() if not (tmp/f).exists()]
+        if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
+        with writing(tmp): self.tokenizer.save_pretrained(str(tmp))
+        meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type, engine='lora',
+                    base_model=str(cfg.model), lora=_lora_meta(cfg, self.targets), pp=1, dp=self.dp, world=self.world,
+                    precision=cfg.precision, config=asdict(cfg), files=self.expected_files(), time=time.time())
+        publish_checkpoint(tmp, final, meta, keep=cfg.keep_checkpoints)   # meta, fsync, rename, then `latest`
+    self.barrier()
+    return final
+
+@patch
+def export_adapter(self: LoraTrainer, d: Path) -> Path:
+    "Copy the adapter (and tokenizer) of checkpoint `d` to `output_dir/adapter`, atomically."
+    dest = Path(self.cfg.output_dir)/'adapter'
+    meta = json.loads((d/'meta.json').read_text())
+    with atomic_path(dest, is_dir=True) as tmp:
+        for f in d.iterdir():
+            if f.name in ADAPTER_FILES or f.name.startswith(('tokenizer', 'special_tokens_map', 'vocab', 'merges', 'chat_template')):
+                shutil.copy(f, Path(tmp)/f.name)
+        (Path(tmp)/'lora_run.json').write_text(json.dumps(dict(checkpoint=str(d), **{k: meta[k] for k in RUN_KEYS if k in meta}), indent=1))
+    return dest
+
+# %% ../nbs/25_lora.ipynb #2ea9d81c
+@patch
+def resume(self: LoraTrainer) -> bool:
+    "Load the latest checkpoint (per `cfg.resume`): adapter, optimizer, schedule, RNG, stream positions; whether one was."
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    cfg = self.cfg
+    if self.rank == 0: remove_stale(self.ckpt_dir)
+    self.barrier()
+    if cfg.resume == 'never' or not (self.ckpt_dir/'latest').exists():
+        if cfg.resume == 'must': raise OCKError(f"{self.ckpt_dir}: no checkpoint to resume from (resume=must)")
+        return False
+    d = check_checkpoint(self.ckpt_dir)
+    check_lora(cfg, self.hf_config, d)
+    meta = json.loads((d/'meta.json').read_text())
+    try:
+        sd = load_file(str(d/'adapter_model.safetensors'), device=str(self.device))
+        with _quiet(): res = set_peft_model_state_dict(self.model, sd)
+        if getattr(res, 'unexpected_keys', None): raise OCKError(f"{d}: adapter tensors this model does not have: {res.unexpected_keys[:3]}")
+        self.opt.load_state_dict(torch.load(d/'optimizer.pt', map_location=self.device, weights_only=False))
+        st = torch.load(d/'scheduler.pt', weights_only=False)
+        self.sched.load_state_dict(st['scheduler'])
+        if self.scaler is not None and st.get('scaler'): self.scaler.load_state_dict(st['scaler'])
+    except OCKError: raise
+    except Exception as e:
+        raise OCKError(f"{d}: cannot load checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    self.step = meta['step']
+    rf = d/f'rng_rank{self.rank:05d}.pt'
+    if meta['world'] == self.world and meta['dp'] == self.dp and rf.exists(): set_rng_state(torch.load(rf, weights_only=False))
+    else: seed_everything(cfg.seed + self.rank + 1000 * meta['step'])
+    if meta['dp'] == self.dp:
+        for r, s in zip(self.dp_ranks, self.streams): s.load_state_dict(torch.load(d/f'data_dp{r:05d}.pt', weights_only=False))
+    else:          # another data-parallel size: the shards differ; fresh streams, re-seeded by the step
+        if self.rank == 0: print(f"warning: data-parallel size changed ({meta['dp']} -> {self.dp}); data streams re-seeded", flush=True)
+        self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp, seed_offset=meta['step']) for r in self.dp_ranks]
+    self.resumed_from = d
+    if self.rank == 0: print(f"resumed from {d} (step {meta['step']}, dp={meta['dp']} -> dp={self.dp})", flush=True)
+    return True
+
+# %% ../nbs/25_lora.ipynb #2ea9d80e
+@patch
+def run(self: LoraTrainer) -> int:
+    "Resume, train until `stop_at`/`total_steps`, log, checkpoint and export the adapter; returns the step reached."
+    from tqdm.auto import tqdm
+    from openchatkit.data import batches
+    cfg = self.cfg
+    self.resume()
+    stop = min(cfg.stop_at or cfg.total_steps, cfg.total_steps)
+    its = [batches(s, cfg.micro_batch_size) for s in self.streams]
+    main = self.rank == 0
+    out = Path(cfg.output_dir)
+    log = MetricLogger(cfg.log_backend if main else 'none', project=cfg.project, run_name=cfg.run_name,
+                       log_dir=str(out/'logs'), config=asdict(cfg), quiet=cfg.progress)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        import yaml; atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
+        tr, tot = trainable_parameters(self.model)
+        print(f"LoRA: {tr:,} trainable parameters of {tot:,} ({100 * tr / tot:.2f}%); dp {self.dp}", flush=True)
+    bar = tqdm(total=stop, initial=self.step, disable=not (main and cfg.progress), desc='train lora', unit='step', dynamic_ncols=True)
+    t0, last_t, last_step, ck = time.time(), time.time(), self.step, None
+    metrics_f = open_metrics(out) if main else None
+    try:
+        while self.step < stop:
+            lr_used = self.sched.get_last_lr()[0]
+            try: loss, gn = self.train_step(its)
+            except StopIteration: raise OCKError(f"data {cfg.data}: the stream ended at step {self.step}")
+            step = self.step
+            if not math.isfinite(loss) and cfg.precision != 'fp16':
+                raise OCKError(f"loss is {loss} at step {step}: lower lr, check the data, or use fp32")
+            rec = dict(loss=loss, lr=lr_used, grad_norm=gn)
+            if self.scaler is not None: rec['loss_scale'] = float(self.scaler.get_scale())
+            if cfg.eval_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps):
+                rec.update(self.evaluate())
+            now = time.time()
+            rec['tok_s'] = (step - last_step) * self.tokens_per_step / max(now - last_t, 1e-9); last_t, last_step = now, step
+            rec['tokens'] = step * self.tokens_per_step
+            if main:
+                with writing(metrics_f.name): metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
+                if step % cfg.log_every == 0 or 'eval_loss' in rec: log.log(rec, step)
+                bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', lr=f"{lr_used:.2e}")
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
+                ck = self.save()
+    finally:
+        bar.close(); log.finish()
+        if metrics_f: metrics_f.close()
+    if main:
+        if ck is None and (self.ckpt_dir/'latest').exists(): ck = check_checkpoint(self.ckpt_dir)
+        if ck is not None: self.export_adapter(ck)
+        plot_loss(out)
+    self.wall = time.time() - t0
+    return self.step
+
+@patch
+def close(self: LoraTrainer):
+    "Leave the process group (after the others are done)."
+    if self.dist is not None:
+        try: self.dist.barrier(); self.dist.destroy_process_group()
+        except Exception: pass
 
 # %% ../nbs/25_lora.ipynb #6fb5557e
-def _has_adapter(d: Path) -> bool: return (Path(d)/'adapter_config.json').exists()
-
-def resolve_adapter(src) -> Path:
-    "The adapter directory of `src`: an adapter directory, a LoRA checkpoint step, or a LoRA run (its latest checkpoint)."
-    p = Path(src).expanduser()
-    if not p.exists(): raise OCKError(f"{p}: no such adapter, checkpoint or run directory")
-    if _has_adapter(p): return p
-    if (p/'checkpoints'/'latest').exists() or (p/'latest').exists():
-        d = check_checkpoint(p)
-        if _has_adapter(d): return d
-        raise OCKError(f"{p}: a full fine-tuning run, not a LoRA one: convert it without --merge-lora")
-    if _has_adapter(p/'adapter'): return p/'adapter'
-    raise OCKError(f"{p}: not a LoRA adapter (no adapter_config.json) nor a LoRA run (no checkpoints/latest)")
-
-def is_lora(src) -> bool:
-    "Whether `src` is a LoRA adapter, checkpoint or run (what `ock-convert` needs `--merge-lora` for)."
-    try: resolve_adapter(src); return True
-    except OCKError: return False
-
 def adapter_base(adapter_dir, base=None) -> str:
     "The base model of an adapter: `base`, else the one its adapter_config.json names (checked to exist)."
     a = Path(adapter_dir)
     b = base or json.loads((a/'adapter_config.json').read_text()).get('base_model_name_or_path')
     if not b: raise OCKError(f"{a}/adapter_config.json names no base model: pass the base (--base DIR)")
-    from openchatkit.inference import resolve_model
     try: return resolve_model(b)
     except OCKError as e: raise OCKError(f"base model of adapter {a}: {e} (pass --base DIR)")
 
@@ -460,7 +438,6 @@ def merge_lora(src, out, base=None, dtype: str | None = None, verify: bool = Fal
     "Fold the adapter of `src` into its base and save a plain Hugging Face model in `out` (atomically)."
     import torch
     from openchatkit.core import get_dtype
-    from openchatkit.convert import _gen_config
     a = resolve_adapter(src); b = adapter_base(a, base)
     m, tok = load_adapted(a, b, merge=True)
     saved = json.loads((Path(b)/'config.json').read_text()).get('dtype') if (Path(b)/'config.json').exists() else None
@@ -470,7 +447,7 @@ def merge_lora(src, out, base=None, dtype: str | None = None, verify: bool = Fal
         m.config.use_cache = True
         with _quiet(): m.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        if not (Path(tmp)/'generation_config.json').exists(): _gen_config(m.config).save_pretrained(str(tmp))
+        if not (Path(tmp)/'generation_config.json').exists(): generation_config_for(m.config).save_pretrained(str(tmp))
         info = dict(adapter=str(a), base=str(b), dtype=str(m.dtype).replace('torch.', ''))
         for f in ('meta.json', 'lora_run.json'):           # a checkpoint step, or OUTPUT_DIR/adapter: what was trained
             if (a/f).exists(): meta = json.loads((a/f).read_text()); info.update({k: meta[k] for k in RUN_KEYS if k in meta})

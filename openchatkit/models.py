@@ -4,15 +4,15 @@
 
 # %% ../nbs/20_models.ipynb #8a14b13f
 from __future__ import annotations
-import os, json, math, shutil
-from dataclasses import dataclass, field
+import os, re, json, shutil
+from dataclasses import dataclass
 from pathlib import Path
 from .core import OCKError, ock_script
 
 # %% auto #0
 __all__ = ['FAMILIES', 'BASE_MODELS', 'Family', 'register_family', 'get_family', 'num_layers', 'num_pipe_layers', 'layer_kind',
-           'hf_prefixes', 'hf_name', 'load_config', 'HFWeights', 'paper_config', 'partition', 'plan_pipeline',
-           'prepare_model', 'ock_prepare_model']
+           'hf_prefixes', 'hf_name', 'load_config', 'resolve_model', 'generation_config_for', 'HFWeights',
+           'paper_config', 'layer_params', 'partition', 'plan_pipeline', 'prepare_model', 'ock_prepare_model']
 
 # %% ../nbs/20_models.ipynb #cf293fec
 @dataclass
@@ -125,6 +125,32 @@ def load_config(model_dir, dropout: float = 0.0, rope_scaling: dict | None = Non
     c.use_cache = False
     return c
 
+# %% ../nbs/20_models.ipynb #20a0c000
+def _looks_local(s: str) -> bool:
+    return s.startswith(('/', './', '../', '~', '.\\')) or s.endswith(('/', '\\')) or s.count('/') > 1 or s in ('.', '..') or os.sep == '\\' and ':\\' in s
+
+def resolve_model(model) -> str:
+    "Check a `--model` value: an existing model directory, or something that can only be a hub id."
+    if model is None or str(model).strip() == '':
+        raise OCKError("no model given and no shipped model in this install: pass --model DIR_OR_HUB_ID")
+    s = str(model); p = Path(s).expanduser()
+    if p.exists():
+        if not p.is_dir(): raise OCKError(f"model path {s!r} is a file, not a model directory")
+        if (p/'config.json').exists(): return str(p)
+        if (p/'adapter_config.json').exists():
+            raise OCKError(f"{s!r} is a LoRA adapter, not a model: use --model BASE --adapter {s}")
+        raise OCKError(f"{s!r} is not a model directory (no config.json in it)")
+    if _looks_local(s): raise OCKError(f"model path {s!r} does not exist")
+    if not re.fullmatch(r'[\w.\-]+(/[\w.\-]+)?', s): raise OCKError(f"{s!r} is neither a local directory nor a hub id (org/name)")
+    return s
+
+# %% ../nbs/20_models.ipynb #20a0c004
+def generation_config_for(config):
+    "The `GenerationConfig` we save next to a model of `config`: its special tokens and OpenChatKit's sampling defaults."
+    from transformers import GenerationConfig
+    return GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+                            do_sample=True, temperature=0.6, top_k=40, top_p=1.0)   # no max_new_tokens: a caller's max_length must hold
+
 # %% ../nbs/20_models.ipynb #62c4878e
 class HFWeights:
     "Name -> file map of a (possibly sharded) safetensors checkpoint; reads tensors by prefix, lazily."
@@ -190,7 +216,8 @@ def paper_config(name: str):
         return GPTNeoXConfig(**spec, tie_word_embeddings=False, rope_parameters={'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': rp})
     return LlamaConfig(**spec)
 
-def _layer_params(config, i):
+def layer_params(config, i) -> int:
+    "Number of parameters of pipeline layer `i` of `config` (embedding, block, norm or head)."
     h, V, kind = config.hidden_size, config.vocab_size, layer_kind(config, i)
     if kind == 'embed': return V * h
     if kind == 'norm': return 2 * h
@@ -216,7 +243,7 @@ def plan_pipeline(config, pp: int, dp: int = 1, bytes_per_param: float = 2 + 2 +
     "A paper plan: layers, parameters and weight+grad+optimizer memory per stage (default: bf16 weights/grads + fp32 master and Adam)."
     stages = []
     for s, (a, b) in enumerate(partition(config, pp)):
-        n = sum(_layer_params(config, i) for i in range(a, b))
+        n = sum(layer_params(config, i) for i in range(a, b))
         stages.append(dict(stage=s, layers=(a, b), blocks=sum(layer_kind(config, i) == 'block' for i in range(a, b)),
                            params=n, state_gib=n * bytes_per_param / 2**30))
     total = sum(s['params'] for s in stages)

@@ -280,18 +280,18 @@ class Recipe:
 
     def load(self):
         "The run's `TrainConfig` with every override."
-        from openchatkit.train import load_train_config
+        from openchatkit.config import load_train_config
         if not Path(self.config).is_file():
             raise OCKError(f"{self.config}: no such config (recipes use paths relative to the repository root; set config=PATH)")
         return load_train_config(self.config, self._overrides())
 
     def plan(self, gpus: int = 8) -> dict:
         "The full-size run on paper, from the config as written (no download): parameters, topology on `gpus` GPUs, tokens, memory."
-        from openchatkit.train import load_train_config
-        from openchatkit.models import paper_config, num_layers, num_pipe_layers, _layer_params
+        from openchatkit.config import load_train_config
+        from openchatkit.models import paper_config, num_layers, num_pipe_layers, layer_params
         cfg = load_train_config(self.config)
         hf = paper_config(cfg.model)
-        n = sum(_layer_params(hf, i) for i in range(num_pipe_layers(hf)))
+        n = sum(layer_params(hf, i) for i in range(num_pipe_layers(hf)))
         pp = cfg.pipeline_parallel; dp = max(1, gpus // pp)
         tokens = cfg.micro_batch_size * cfg.gradient_accumulation_steps * dp * cfg.seq_length
         state = n * (2 + 2 + 12) / pp / 2**30          # fp16 weights and gradients, fp32 master weights and Adam moments
@@ -350,7 +350,8 @@ class Recipe:
 
     def train(self):
         "Launch the training (torchrun on `nproc` processes per node); output streams."
-        from openchatkit.train import launch_training, read_metrics
+        from openchatkit.train import launch_training
+        from openchatkit.checkpoint import read_metrics
         if self.model_dir is None and self.model and not Path(self.model).exists(): self.prepare_model()
         cfg = self.load()
         launch_training(self.config, self.nproc, self._overrides(), self.nnodes, self.node_rank, self.master_addr,
@@ -373,7 +374,7 @@ class Recipe:
 
     def show_loss(self):
         "Plot the loss curve (saved as OUTPUT_DIR/loss_curve.png) and display it."
-        from openchatkit.train import plot_loss
+        from openchatkit.checkpoint import plot_loss
         p = plot_loss(self.out_dir)
         if p is None: print("no metrics yet"); return None
         try:

@@ -9,7 +9,9 @@ import pytest, torch
 os.environ['HF_HUB_OFFLINE'] = '1'
 from openchatkit.tiny import save_tiny_model
 from openchatkit.synthetic import skill_examples, write_jsonl
-from openchatkit.train import load_train_config, launch_training, read_metrics
+from openchatkit.config import load_train_config
+from openchatkit.checkpoint import read_metrics
+from openchatkit.train import launch_training
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -86,7 +88,7 @@ def test_ock_train_check_lora(env, tmp_path):
     (tmp_path/'c.yaml').write_text(yaml.safe_dump({**base, 'output_dir': str(tmp_path/'run')}))
     ok = subprocess.run([BIN/'ock-train', tmp_path/'c.yaml', '--nproc', '2', '--check'], capture_output=True, text=True)
     assert ok.returncode == 0 and 'LoRA r=4' in ok.stdout and 'dp 2' in ok.stdout, ok.stdout + ok.stderr
-    for ov, msg in [('pipeline_parallel=2', 'lora runs data-parallel only: pipeline_parallel must be 1, got 2')]:   # the rest: 25_lora
+    for ov, msg in [('pipeline_parallel=2', 'lora runs data-parallel only: pipeline_parallel must be 1, got 2')]:   # the rest: 22_config, 25_lora
         r = subprocess.run([BIN/'ock-train', tmp_path/'c.yaml', ov, '--nproc', '2', '--check'], capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and msg in r.stderr, (ov, r.stderr)
 

@@ -78,6 +78,7 @@ def test_gate_from_threads():
 def test_recipe_train_convert_moderate(tmp_path):
     "The moderation-LM recipe end to end on a tiny model: prosocial data -> ock-train engine (torchrun, 1 process) -> convert -> LM moderator."
     train = pytest.importorskip('openchatkit.train'); convert = pytest.importorskip('openchatkit.convert')
+    from openchatkit.checkpoint import read_metrics
     from openchatkit.moderation import write_prosocial_data, load_moderator, LMModerator, SHOTS, LABELS
     from openchatkit.tiny import save_tiny_model
     ps = write_prosocial_data(tmp_path/'data', n_train=400, n_test=20, per_doc=6)
@@ -87,7 +88,7 @@ def test_recipe_train_convert_moderate(tmp_path):
                lr=3e-3, warmup_steps=3, precision='fp32', loss_on='all', checkpoint_every=0, log_every=10,
                output_dir=str(tmp_path/'run'), seed=0, progress=False)
     train.launch_training(cfg, nproc=1, capture=True, timeout=420, env={'OMP_NUM_THREADS': '1', **ENV})
-    losses = [r['loss'] for r in train.read_metrics(tmp_path/'run') if 'loss' in r]
+    losses = [r['loss'] for r in read_metrics(tmp_path/'run') if 'loss' in r]
     assert losses and losses[-1] < losses[0], losses
     out = convert.convert_checkpoint(tmp_path/'run'/'checkpoints', tmp_path/'hf')
     mod = load_moderator(str(out), device='cpu', shots=SHOTS[:2])

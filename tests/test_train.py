@@ -7,7 +7,10 @@ import pytest, torch
 os.environ['HF_HUB_OFFLINE'] = '1'
 from openchatkit.tiny import save_tiny_model
 from openchatkit.data import write_jsonl
-from openchatkit.train import launch_training, load_train_config, reference_train, read_metrics, launch_command
+from openchatkit.config import load_train_config
+from openchatkit.checkpoint import read_metrics
+from openchatkit.trainer import reference_train
+from openchatkit.train import launch_training, launch_command
 from openchatkit.convert import convert_checkpoint, verify_conversion, pipeline_model
 
 pytestmark = pytest.mark.timeout(900)
