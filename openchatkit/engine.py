@@ -10,8 +10,7 @@ from typing import Callable
 import torch
 from fastcore.basics import patch
 from .core import OCKError
-from .conversation import ContextOverflow
-from .inference import ChatModel, check_gen, held_back
+from .inference import ChatModel, check_gen
 
 # %% auto #0
 __all__ = ['QueueFull', 'Seq', 'Engine', 'pick_tokens', 'make_seq', 'engine_generate']
@@ -29,13 +28,13 @@ class Seq:
     stream: bool = True                    # send 'delta' events (False: only the final text, in 'done')
     ignore_eos: bool = False               # keep going past end-of-text (benchmarks)
     max_new: int = 0
+    chat: bool = False                     # a chat reply: no leading space (see `TextStream`)
     gen_ids: list = field(default_factory=list)
-    emitted: str = ''
     finish: str | None = None
     cancelled: bool = False
     last: int = 0                          # the sampled token still to be fed to the model
     rng: object = None
-    head: str = ''
+    text: object = None                    # its `TextStream`, from admission on
     def cancel(self):
         "Stop this sequence (its client went away): it leaves the batch at the next step."
         self.cancelled = True
@@ -158,12 +157,6 @@ def _left_pad(t, n, dim=-2):
     return torch.cat([t.new_zeros(shape), t], dim)
 
 @patch
-def _new_cache(self: Engine):
-    "An empty key/value cache for this model."
-    from transformers import DynamicCache
-    return DynamicCache(config=self.model.config)
-
-@patch
 def _forward(self: Engine, ids, mask, cache):
     "Logits of the last position of each row, with positions counted from each row's first real token."
     pos = (mask.cumsum(1) - 1).clamp(min=0)[:, -ids.shape[1]:]
@@ -179,7 +172,7 @@ def _admit(self: Engine, new):
     for i, s in enumerate(new):
         ids[i, L - len(s.ids):] = torch.tensor(s.ids, device=dev); mask[i, L - len(s.ids):] = 1
         self._prepare(s)
-    cache = self._new_cache()
+    cache = self.cm.new_cache()
     logits = self._forward(ids, mask, cache)
     if self.batchable is None:
         self.batchable = all(type(l).__name__ == 'DynamicLayer' for l in getattr(cache, 'layers', [None]))
@@ -277,72 +270,42 @@ def _sample(self: Engine, seqs, logits):
 # %% ../nbs/31_engine.ipynb #e9a1c018
 @patch
 def _prepare(self: Engine, s):
-    "Set up `s` for generation: its random generator (if seeded) and its decoding state."
-    g = s.gen
-    if g.get('seed') is not None:
-        s.rng = torch.Generator(device=self.cm.device); s.rng.manual_seed(int(g['seed']))
-    s.prefix = s.ids[-1:]
-    s.head = self._dec(s.prefix)
-    s.holds = tuple(g['stop']) + self.cm.clean_tokens
-
-@patch
-def _dec(self: Engine, ids):
-    "Token ids to text, exactly (no special tokens skipped, no spaces cleaned up)."
-    return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-@patch
-def _text(self: Engine, s) -> str:
-    "The reply of `s` so far, decoded as it reads after the prompt."
-    both = self._dec(s.prefix + s.gen_ids)
-    return both[len(s.head):] if both.startswith(s.head) else self._dec(s.gen_ids)
+    "Set up `s` for generation: its random generator (if seeded) and its `TextStream`."
+    if s.gen.get('seed') is not None:
+        s.rng = torch.Generator(device=self.cm.device); s.rng.manual_seed(int(s.gen['seed']))
+    s.text = self.cm.text_stream(s.ids, s.gen['stop'], s.chat)
 
 # %% ../nbs/31_engine.ipynb #e9a1c019
 @patch
 def _advance(self: Engine, s, nxt):
     "Record token `nxt` of `s`: send the text that is safe to show, or finish the sequence."
-    cm = self.cm
-    if nxt in cm.eos_ids and not s.ignore_eos: return self._finish(s, 'stop', eos=True)
+    if nxt in self.cm.eos_ids and not s.ignore_eos: return self._finish(s, 'stop', eos=True)
     s.gen_ids.append(nxt); s.last = nxt
-    raw = self._text(s)
-    hit = [raw.find(w) for w in s.gen['stop'] if w in raw]
-    if hit:
-        final = cm._clean(raw[:min(hit)])
-        if s.stream and final.startswith(s.emitted) and final[len(s.emitted):]: self._send(s, ('delta', final[len(s.emitted):]))
-        s.emitted = final
-        return self._finish(s, 'stop')
-    text = cm._clean(raw)
-    safe = text[:len(text) - held_back(text, s.holds)]
-    if len(safe) > len(s.emitted) and safe.startswith(s.emitted):
-        if s.stream: self._send(s, ('delta', safe[len(s.emitted):]))
-        s.emitted = safe
-    if len(s.gen_ids) >= s.max_new: self._finish(s, 'length')
+    piece = s.text.push(nxt)
+    if piece and s.stream: self._send(s, ('delta', piece))
+    if s.text.stopped: self._finish(s, 'stop')
+    elif len(s.gen_ids) >= s.max_new: self._finish(s, 'length')
 
 @patch
 def _finish(self: Engine, s, reason, eos=False):
-    "End `s` with `reason`: flush the text held back (unless a stop word ended it) and send `done`."
-    if reason != 'stop' or eos:                 # flush what was held back (a partial stop word that never completed)
-        final = self.cm._clean(self._text(s)).rstrip('\ufffd') if s.gen_ids else ''
-        if final.startswith(s.emitted) and final[len(s.emitted):]:
-            if s.stream: self._send(s, ('delta', final[len(s.emitted):]))
-            s.emitted = final
+    "End `s` with `reason`: flush the text held back (a partial stop word that never completed) and send `done`."
+    piece = s.text.flush()
+    if piece and s.stream: self._send(s, ('delta', piece))
     s.finish = reason
-    self._send(s, ('done', reason, len(s.gen_ids) + int(eos), s.emitted))
+    self._send(s, ('done', reason, len(s.gen_ids) + int(eos), s.text.text))
 
 # %% ../nbs/31_engine.ipynb #47268f3d
-def make_seq(engine: Engine, prompt, emit, stream: bool = True, ignore_eos: bool = False, **gen) -> Seq:
+def make_seq(engine: Engine, prompt, emit, stream: bool = True, ignore_eos: bool = False, chat: bool = False, **gen) -> Seq:
     "A `Seq` for `prompt` (text or token ids) with checked settings `gen`, sending its events to `emit`."
     g = check_gen(gen)
-    ids = prompt if isinstance(prompt, list) else engine.cm.encode(prompt)
-    if not ids: ids = [next(iter(engine.cm.eos_ids))] if engine.cm.eos_ids else [0]
-    room = engine.cm.context_length - len(ids)
-    if room < 1: raise ContextOverflow(f"the prompt is {len(ids)} tokens; the model's context is {engine.cm.context_length}")
-    return Seq(ids, g, emit, stream, ignore_eos, max_new=min(g['max_new_tokens'], room))
+    ids, max_new = engine.cm.prompt_ids(prompt, g['max_new_tokens'])
+    return Seq(ids, g, emit, stream, ignore_eos, max_new=max_new, chat=chat)
 
 @torch.no_grad()
-def engine_generate(engine: Engine, prompts: list, timeout: float = 120, **gen) -> list[tuple[str, str, int]]:
-    "Generate for all `prompts` at once through `engine`; `(text, finish_reason, n_tokens)` for each."
+def engine_generate(engine: Engine, prompts: list, timeout: float = 120, chat: bool = False, **gen) -> list[tuple[str, str, int]]:
+    "Generate for all `prompts` at once through `engine`; `(text, finish_reason, n_tokens)` for each (`chat`: chat replies)."
     qs = [queue.Queue() for _ in prompts]
-    seqs = [make_seq(engine, p, q.put, False, **gen) for p, q in zip(prompts, qs)]
+    seqs = [make_seq(engine, p, q.put, False, chat=chat, **gen) for p, q in zip(prompts, qs)]
     engine.submit(seqs)
     out = []
     for q in qs:

@@ -221,7 +221,7 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
                 if g.get('seed') is not None: g['seed'] = g['seed'] + j
                 i = idx
                 s = make_seq(engine, ids, lambda ev, i=i: loop.call_soon_threadsafe(q.put_nowait, (i, ev)), opts['stream'],
-                             opts['ignore_eos'], **g)
+                             opts['ignore_eos'], chat=chat, **g)
                 seqs.append(s); idx += 1
         try: engine.submit(seqs)
         except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
