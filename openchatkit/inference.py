@@ -112,7 +112,7 @@ def held_back(text: str, words) -> int:
             if text.endswith(w[:k]): best = k; break
     return best
 
-# %% ../nbs/30_inference.ipynb #cfe52d99
+# %% ../nbs/30_inference.ipynb #b28b110c
 class TextStream:
     "Token ids in, the text safe to show out: special tokens removed, a partial stop word held back, stopped at a stop word."
     def __init__(self, tokenizer, stop=(), clean=CLEAN_TOKENS, prefix_ids=(), chat: bool = False):
@@ -138,7 +138,7 @@ class TextStream:
         if self.chat and raw.startswith(' '): self.lead, raw = ' ', raw[1:]
         return raw
 
-# %% ../nbs/30_inference.ipynb #9974eace
+# %% ../nbs/30_inference.ipynb #4c371637
 @patch
 def _release(self: TextStream, text: str, final: bool = False) -> str:
     "The part of `text` not returned yet (`text` must extend what was; `final`: it is the reply, whatever was returned)."
@@ -363,12 +363,14 @@ class ChatModel:
         "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
         g = check_gen(gen)
         prompt = conv.get_prompt(self.tokenizer, self.history_budget(g['max_new_tokens']), chat_template=chat_template)
-        parts = []
         for piece in self.stream(prompt, chat=True, **gen):
-            parts.append(piece)
             if callback: callback(piece)
-        lead = self.last.lead          # the conversation keeps the turn as the model wrote it (`<bot>: reply`)
-        reply = conv.push_model_response(lead + ''.join(parts), truncated=self.last.truncated)
+        return self.record(conv)
+
+    def record(self, conv: Conversation, truncated: bool | None = None) -> str:
+        "Push the last reply into `conv` as the model wrote it (with its `lead`, `<bot>: reply`); returns it as shown."
+        lead = self.last.lead
+        reply = conv.push_model_response(lead + self.last.text, truncated=self.last.truncated if truncated is None else truncated)
         return reply[len(lead):] if reply.startswith(lead) else reply
 
     def __repr__(self): return f"ChatModel({self.name!r}, device={self.device}, dtype={self.model.dtype})"

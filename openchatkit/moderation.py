@@ -13,12 +13,12 @@ from fastcore.script import Param
 from .core import OCKError, ock_script, atomic_path, asset_path, get_device, seed_everything
 
 # %% auto #0
-__all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'REFUSAL', 'WARNING', 'ACTIONS', 'DEFAULT_POLICY',
-           'COLUMNS', 'check_label', 'clean_input', 'labels_header', 'format_record', 'few_shot_prompt', 'parse_record',
+__all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'WARNING', 'ACTIONS', 'DEFAULT_POLICY', 'COLUMNS',
+           'check_label', 'clean_input', 'labels_header', 'format_record', 'few_shot_prompt', 'parse_record',
            'Moderation', 'most_severe', 'Moderator', 'check_causal_lm', 'LMModerator', 'prosocial_documents',
            'write_prosocial_data', 'load_embedder', 'FastModerator', 'train_fast_moderator', 'evaluate', 'f1_report',
            'everyday_examples', 'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate',
-           'GuardedStream', 'load_moderator', 'read_inputs', 'format_header', 'format_line', 'ock_moderate']
+           'load_moderator', 'read_inputs', 'format_header', 'format_line', 'ock_moderate']
 
 # %% ../nbs/50_moderation.ipynb #2e4f275c
 LABELS = ('casual', 'possibly needs caution', 'probably needs caution', 'needs caution', 'needs intervention')
@@ -420,8 +420,6 @@ def build_shipped_moderator(out=None, n_train: int = 3000, n_test: int = 1000, s
     return fm
 
 # %% ../nbs/50_moderation.ipynb #8ef3a948
-REFUSAL = ("I'm sorry, but I can't help with that. If you or someone else may be in danger, please contact local "
-           "emergency services or a crisis line right away.")
 WARNING = "Please take care: this conversation may touch on something sensitive."
 ACTIONS = ('pass', 'warn', 'refuse')
 DEFAULT_POLICY = {'casual': 'pass', 'possibly needs caution': 'pass', 'probably needs caution': 'warn',
@@ -453,7 +451,7 @@ class Decision:
 
 class ModerationGate:
     "Moderate both sides of a chat: `check_input` before generation, `check_output` on the reply."
-    def __init__(self, moderator: Moderator, policy=None, refusal: str = REFUSAL, warning: str = WARNING,
+    def __init__(self, moderator: Moderator, policy=None, refusal: str = '', warning: str = WARNING,
                  intervention_threshold: float | None = 0.3):
         self.moderator, self.policy, self.refusal, self.warning = moderator, parse_policy(policy), refusal, warning
         if intervention_threshold is not None and not 0 < intervention_threshold <= 1:
@@ -461,6 +459,7 @@ class ModerationGate:
         self.threshold = intervention_threshold
 
     def decide(self, text: str, side: str = 'input') -> Decision:
+        "The policy's action on `text` (an empty text passes), with the text to show and the verdict."
         if not isinstance(text, str) or not text.strip(): return Decision('pass', side=side)
         m = self.moderator.classify(text)
         label = m.label
@@ -477,49 +476,7 @@ class ModerationGate:
         "Decide about the bot's reply (before showing it)."
         return self.decide(text, 'output')
 
-    def guard_stream(self, pieces, mode: str = 'sentence') -> 'GuardedStream':
-        "Release a streamed reply only after moderation: whole (`mode='full'`) or sentence by sentence."
-        return GuardedStream(self, pieces, mode)
-
     def __repr__(self): return f"ModerationGate({self.moderator!r}, policy={self.policy})"
-
-# %% ../nbs/50_moderation.ipynb #ef262c5c
-class GuardedStream:
-    "Iterate a streamed reply, releasing text only after the reply so far has passed moderation."
-    _end = re.compile(r'[.!?\n]["\')\]]*(?=\s)')
-    def __init__(self, gate: ModerationGate, pieces, mode: str = 'sentence'):
-        if mode not in ('sentence', 'full'): raise OCKError(f"mode must be sentence or full, not {mode!r}")
-        self.gate, self.pieces, self.mode = gate, pieces, mode
-        self.decision, self.released = None, ''
-
-    def _check(self, text):
-        d = self.gate.check_output(text)
-        if self.decision is None or d.moderation is not None and (
-                self.decision.moderation is None or d.moderation.severity >= self.decision.moderation.severity):
-            self.decision = d
-        return d
-
-    def _stop(self, d):
-        close = getattr(self.pieces, 'close', None)
-        if close: close()
-        self.decision = d
-        return (' ' if self.released and not self.released[-1].isspace() else '') + d.text
-
-    def __iter__(self):
-        buf = ''
-        for p in self.pieces:
-            buf += p
-            if self.mode == 'full': continue
-            cut = max((m.end() for m in self._end.finditer(buf, len(self.released))), default=0)
-            if cut > len(self.released):
-                d = self._check(buf[:cut])
-                if d.refused: yield self._stop(d); return
-                yield buf[len(self.released):cut]; self.released = buf[:cut]
-        if buf[len(self.released):].strip() or self.decision is None:
-            d = self._check(buf)
-            if d.refused: yield self._stop(d); return
-        if len(buf) > len(self.released):
-            yield buf[len(self.released):]; self.released = buf
 
 # %% ../nbs/50_moderation.ipynb #5923acb7
 def load_moderator(spec: str | None = None, device: str = 'auto', **kwargs) -> Moderator:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/63_server.ipynb #5c58455a
 from __future__ import annotations
-import os, re, json, time, hmac, uuid, asyncio, ipaddress
+import os, json, time, hmac, uuid, asyncio, ipaddress
 import torch
 from fastcore.script import Param
 from contextlib import asynccontextmanager
@@ -15,10 +15,11 @@ from .core import OCKError, ock_script
 from .conversation import ContextOverflow, render_messages
 from .inference import ChatModel, GEN_DEFAULTS, default_model
 from .engine import Engine, QueueFull, make_seq
+from .chat import REFUSAL, SENTENCE_END, decision_of, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'SENTENCE_END', 'APIError', 'check_messages', 'check_common', 'is_loopback',
-           'check_bind', 'key_ok', 'make_app', 'ock_serve']
+__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'APIError', 'check_messages', 'check_common', 'is_loopback', 'check_bind',
+           'key_ok', 'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -131,8 +132,6 @@ def _chunk_obj(kind, rid, created, model, index, text, finish, chat):
 
 def _sse(obj) -> str: return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-SENTENCE_END = re.compile(r'[.!?\n]["\')\]]*(?=\s)')
-
 def _finish_name(r): return {'stop': 'stop', 'length': 'length'}.get(r, r)
 
 async def _read_json(request, max_body: int) -> dict:
@@ -155,7 +154,6 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
              default_max_tokens: int = 256, retriever=None, gate=None, k: int = 1, chat_template: str = 'auto',
              aliases: tuple = ()):
     "The FastAPI app serving `engine`'s model under the OpenAI API."
-    from openchatkit.bot import decision_of, REFUSAL
     cm = engine.cm
     name = model_name or cm.name
     names = {name, cm.name, *aliases}
@@ -401,7 +399,6 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
     "Serve a chat model under the OpenAI API (chat and text completions, streaming) with uvicorn."
     import uvicorn
     from openchatkit.inference import resolve_model
-    from openchatkit.bot import load_retrieval, load_moderation
     api_key = api_key or os.environ.get('OCK_API_KEY') or None
     check_bind(host, api_key)
     if not 0 < port < 65536: raise OCKError(f"--port must be between 1 and 65535, got {port}")
