@@ -5,6 +5,8 @@
 # %% ../nbs/63_server.ipynb #5c58455a
 from __future__ import annotations
 import os, json, time, hmac, uuid, asyncio, ipaddress
+from dataclasses import dataclass, field
+from fastcore.basics import patch
 import torch
 from fastcore.script import Param
 from contextlib import asynccontextmanager
@@ -15,11 +17,11 @@ from .core import OCKError, ock_script
 from .conversation import ContextOverflow, render_messages
 from .inference import ChatModel, GEN_DEFAULTS, default_model
 from .engine import Engine, QueueFull, make_seq
-from .chat import REFUSAL, SENTENCE_END, decision_of, load_retrieval, load_moderation
+from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
 __all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'APIError', 'check_messages', 'check_common', 'is_loopback', 'check_bind',
-           'key_ok', 'make_app', 'ock_serve']
+           'key_ok', 'Job', 'collect', 'stream_events', 'Service', 'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -122,17 +124,7 @@ def key_ok(header: str | None, api_key: str | None) -> bool:
     return hmac.compare_digest(header[7:].strip().encode(), api_key.encode())
 
 # %% ../nbs/63_server.ipynb #ae1e11a9
-def _chunk_obj(kind, rid, created, model, index, text, finish, chat):
-    if chat:
-        delta = {} if text is None else {'content': text}
-        return {'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': model,
-                'choices': [{'index': index, 'delta': delta, 'logprobs': None, 'finish_reason': finish}]}
-    return {'id': rid, 'object': 'text_completion', 'created': created, 'model': model,
-            'choices': [{'index': index, 'text': text or '', 'logprobs': None, 'finish_reason': finish}]}
-
 def _sse(obj) -> str: return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-def _finish_name(r): return {'stop': 'stop', 'length': 'length'}.get(r, r)
 
 async def _read_json(request, max_body: int) -> dict:
     "The request body as a JSON object; 413 past `max_body` bytes (checked while reading), 400 if not JSON."
@@ -149,228 +141,291 @@ async def _read_json(request, max_body: int) -> dict:
     if not isinstance(body, dict): raise APIError(400, "the request body must be a JSON object", code='invalid_json')
     return body
 
+# %% ../nbs/63_server.ipynb #5e7a0001
+@dataclass
+class Job:
+    "The sequences of one request, their events, and the response objects that answer it."
+    seqs: list
+    events: asyncio.Queue
+    rid: str
+    model: str
+    chat: bool
+    n_prompt: int                          # prompt tokens of the request
+    releases: list                         # one `Release` per sequence
+    moderated: bool = False
+    prefix: list | None = None             # echoed prompts (text completions with `echo`)
+    n: int = 1                             # choices per prompt
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self): self.ntok, self.finish = [0] * len(self.seqs), [None] * len(self.seqs)
+
+    def cancel(self):
+        "Free the engine's slots: every sequence of this request leaves the batch."
+        for s in self.seqs: s.cancel()
+
+    def usage(self) -> dict:
+        n = sum(self.ntok)
+        return {'prompt_tokens': self.n_prompt, 'completion_tokens': n, 'total_tokens': self.n_prompt + n}
+
+    def echo(self, i) -> str: return self.prefix[i // self.n] if self.prefix else ''
+
+    def choice(self, i, text, finish) -> dict:
+        "Choice `i` of the whole answer."
+        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None, 'finish_reason': finish}
+        return {'index': i, 'text': self.echo(i) + text, 'logprobs': None, 'finish_reason': finish}
+
+    def chunk(self, i, text, finish=None) -> dict:
+        "A streamed chunk of choice `i`: new `text` (None: none) and/or its finish reason."
+        if self.chat:
+            delta = {} if text is None else {'content': text}
+            return {'id': self.rid, 'object': 'chat.completion.chunk', 'created': self.created, 'model': self.model,
+                    'choices': [{'index': i, 'delta': delta, 'logprobs': None, 'finish_reason': finish}]}
+        return {'id': self.rid, 'object': 'text_completion', 'created': self.created, 'model': self.model,
+                'choices': [{'index': i, 'text': text or '', 'logprobs': None, 'finish_reason': finish}]}
+
+    async def release(self, fn, *args) -> str:
+        "Call `fn` (a `Release` method): in a worker thread when a gate is asked (a check may take a while)."
+        return await asyncio.to_thread(fn, *args) if self.moderated else fn(*args)
+
+    async def done(self, i, ev) -> tuple[str, str]:
+        "Choice `i` ended with event `ev`: the text still to show and the finish reason (the gate may refuse)."
+        self.finish[i], self.ntok[i] = ev[1], ev[2]
+        text = await self.release(self.releases[i].end, ev[3])
+        return text, 'content_filter' if self.releases[i].refused else ev[1]
+
+# %% ../nbs/63_server.ipynb #5e7a0002
+async def collect(request, job: Job) -> JSONResponse | None:
+    "The whole answer to `job` as one JSON response (None if the client went away first)."
+    texts, fins, left = [''] * len(job.seqs), [None] * len(job.seqs), len(job.seqs)
+    try:
+        while left:
+            try: i, ev = await asyncio.wait_for(job.events.get(), 0.25)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected(): return None
+                continue
+            if ev[0] == 'error': raise APIError(500, ev[1], 'server_error')
+            if ev[0] == 'done': texts[i], fins[i] = await job.done(i, ev); left -= 1
+    finally: job.cancel()
+    return JSONResponse({'id': job.rid, 'object': 'chat.completion' if job.chat else 'text_completion', 'created': job.created,
+                         'model': job.model, 'choices': [job.choice(i, t, f) for i, (t, f) in enumerate(zip(texts, fins))],
+                         'usage': job.usage()})
+
+# %% ../nbs/63_server.ipynb #5e7a0003
+async def stream_events(job: Job, include_usage: bool = False):
+    "The answer to `job` as server-sent events: a first chunk per choice, released text, finish reasons, usage, `[DONE]`."
+    try:
+        for i in range(len(job.seqs)):
+            if job.chat:
+                first = job.chunk(i, ''); first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
+                yield _sse(first)
+            elif job.prefix: yield _sse(job.chunk(i, job.echo(i)))
+        closed, left = set(), len(job.seqs)
+        while left:
+            i, ev = await job.events.get()
+            if i in closed: continue
+            if ev[0] == 'error': yield _sse(APIError(500, ev[1], 'server_error').body()); break
+            if ev[0] == 'delta':
+                rel = job.releases[i]
+                text = await job.release(rel.feed, ev[1])
+                if not rel.refused:
+                    if text: yield _sse(job.chunk(i, text))
+                    continue
+                job.seqs[i].cancel(); job.ntok[i] = len(job.seqs[i].gen_ids); fin = 'content_filter'
+            else: text, fin = await job.done(i, ev)
+            if text: yield _sse(job.chunk(i, text))
+            yield _sse(job.chunk(i, None, fin))
+            closed.add(i); left -= 1
+        else:
+            if include_usage:
+                yield _sse({'id': job.rid, 'object': 'chat.completion.chunk' if job.chat else 'text_completion',
+                            'created': job.created, 'model': job.model, 'choices': [], 'usage': job.usage()})
+            yield "data: [DONE]\n\n"
+    finally: job.cancel()                 # the client went away (or we are done): free the slots
+
+# %% ../nbs/63_server.ipynb #5e7a0004
+class Service:
+    "What the routes of the API share: the engine and its model's names, the key and limits, retrieval and moderation."
+    def __init__(self, engine: Engine, model_name: str | None = None, api_key: str | None = None, max_body: int = 1 << 20,
+                 default_max_tokens: int = 256, retriever=None, gate=None, k: int = 1, chat_template: str = 'auto',
+                 aliases: tuple = ()):
+        self.engine, self.cm = engine, engine.cm
+        self.name = model_name or self.cm.name
+        self.names = {self.name, self.cm.name, *aliases}
+        self.api_key, self.max_body, self.default_max_tokens = api_key, max_body, default_max_tokens
+        self.retriever, self.gate, self.k = retriever, gate, k
+        self.template = {'auto': 'auto', 'on': True, 'off': False}.get(str(chat_template), chat_template)
+        self.created = int(time.time())
+
+    def __repr__(self): return f"Service({self.name!r}, {self.engine!r})"
+
+# %% ../nbs/63_server.ipynb #5e7a0005
+@patch
+def auth(self: Service, request: Request):
+    "Check the request's `Authorization: Bearer KEY` (constant time); 401 if it is missing or wrong."
+    if not key_ok(request.headers.get('authorization'), self.api_key):
+        raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
+                       code='invalid_api_key', headers={'WWW-Authenticate': 'Bearer'})
+
+@patch
+def check_model(self: Service, body: dict):
+    "The request must name the model served (its name, its path, or an alias); 404 otherwise."
+    m = body.get('model')
+    if m is None: raise _bad("'model' is required", 'model')
+    if m not in self.names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{self.name}')", param='model', code='model_not_found')
+
+@patch
+def model_card(self: Service) -> dict:
+    "The model as `/v1/models` lists it."
+    return {'id': self.name, 'object': 'model', 'created': self.created, 'owned_by': 'openchatkit',
+            'context_length': self.cm.context_length}
+
+# %% ../nbs/63_server.ipynb #5e7a0006
+@patch
+async def health(self: Service) -> dict:
+    "`GET /health`: liveness and load (active and queued sequences, the engine's counters)."
+    return {'status': 'ok', 'model': self.name, **self.engine.load(), 'retrieval': self.retriever is not None,
+            'moderation': self.gate is not None, 'stats': dict(self.engine.stats)}
+
+@patch
+async def models(self: Service) -> dict:
+    "`GET /v1/models`: the one model served."
+    return {'object': 'list', 'data': [self.model_card()]}
+
+@patch
+async def model(self: Service, model_id: str) -> dict:
+    "`GET /v1/models/{id}`: the model, if that is one of its names."
+    if model_id not in self.names: raise APIError(404, f"The model '{model_id}' does not exist", param='model', code='model_not_found')
+    return self.model_card()
+
+# %% ../nbs/63_server.ipynb #5e7a0007
+@patch
+async def run(self: Service, request, prompts_ids, opts, chat, rid, prefix=None):
+    "Submit the sequences of a checked request to the engine; answer as JSON or SSE."
+    loop, q = asyncio.get_running_loop(), asyncio.Queue()
+    gen = dict(opts['gen'])
+    if chat: gen['stop'] = tuple(GEN_DEFAULTS['stop']) + tuple(gen.get('stop', ()))
+    seqs = []
+    for ids in prompts_ids:
+        for j in range(opts['n']):
+            g = dict(gen)
+            if g.get('seed') is not None: g['seed'] = g['seed'] + j
+            emit = lambda ev, i=len(seqs): loop.call_soon_threadsafe(q.put_nowait, (i, ev))
+            seqs.append(make_seq(self.engine, ids, emit, opts['stream'], opts['ignore_eos'], chat=chat, **g))
+    try: self.engine.submit(seqs)
+    except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
+    moderated = chat and self.gate is not None
+    job = Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
+              [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'])
+    if not opts['stream']: return await collect(request, job)
+    return StreamingResponse(stream_events(job, opts['include_usage']), media_type='text/event-stream',
+                             headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
+
+@patch
+def refusal(self: Service, rid: str, text: str, opts: dict):
+    "Answer a refused chat message (`n` times the refusal, `content_filter`) without running the model."
+    job = Job([None] * opts['n'], None, rid, self.name, True, 0, [])
+    if not opts['stream']:
+        return JSONResponse({'id': rid, 'object': 'chat.completion', 'created': job.created, 'model': self.name,
+                             'choices': [job.choice(i, text, 'content_filter') for i in range(opts['n'])], 'usage': job.usage()})
+    def events():
+        for i in range(opts['n']):
+            c = job.chunk(i, text); c['choices'][0]['delta']['role'] = 'assistant'
+            yield _sse(c); yield _sse(job.chunk(i, None, 'content_filter'))
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(events(), media_type='text/event-stream')
+
+# %% ../nbs/63_server.ipynb #5e7a0008
+@patch
+def chat_prompt(self: Service, msgs: list, opts: dict) -> str:
+    "The prompt for checked `msgs`: rendered (chat template or OpenChatKit format), oldest exchanges dropped to fit."
+    cm = self.cm   # history gets the window minus the reply's room: max_tokens if given, else a share of the window
+    reserve = opts['gen']['max_new_tokens'] if opts['given_max'] else min(opts['gen']['max_new_tokens'], cm.context_length // 4)
+    try: return render_messages(msgs, cm.tokenizer, cm.context_length - reserve, chat_template=self.template)
+    except ContextOverflow as e:
+        raise _bad(f"This model's maximum context length is {cm.context_length} tokens and {reserve} are kept for the "
+                   f"reply (max_tokens): {e}", 'messages', 'context_length_exceeded')
+    except OCKError as e: raise _bad(str(e), 'messages')
+
+@patch
+async def chat_completions(self: Service, request: Request):
+    "`POST /v1/chat/completions`."
+    body = await _read_json(request, self.max_body)
+    self.check_model(body)
+    msgs = check_messages(body.get('messages'))
+    opts = check_common(body, self.cm.context_length, self.default_max_tokens, self.engine.max_batch)
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    last_user = next(m['content'] for m in reversed(msgs) if m['role'] in ('user', 'context'))
+    if self.gate is not None:
+        action, msg, _ = await asyncio.to_thread(check_message, self.gate, last_user)
+        if action == 'refuse': return self.refusal(rid, msg, opts)
+    use_retrieval = body.get('retrieval', True)
+    if not isinstance(use_retrieval, bool): raise _bad("'retrieval' must be true or false", 'retrieval')
+    if self.retriever is not None and use_retrieval:
+        hits = await asyncio.to_thread(find_context, self.retriever, last_user, self.k)
+        msgs = msgs[:-1] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[-1:]
+    return await self.run(request, [self.cm.encode(self.chat_prompt(msgs, opts))], opts, True, rid)
+
+# %% ../nbs/63_server.ipynb #5e7a0009
+def _prompts(p) -> list:
+    "A text completion's `prompt`: a string, strings, token ids, or lists of token ids; as a list of prompts."
+    if isinstance(p, str): return [p]
+    if isinstance(p, list) and p and all(isinstance(x, str) for x in p): return p
+    if isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p): return [p]
+    if isinstance(p, list) and p and all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in p): return p
+    raise _bad("'prompt' must be a string, an array of strings, or token ids", 'prompt')
+
+@patch
+async def completions(self: Service, request: Request):
+    "`POST /v1/completions`: raw text completion (no chat format, no retrieval or moderation)."
+    body = await _read_json(request, self.max_body)
+    self.check_model(body)
+    prompts, cm, engine = _prompts(body.get('prompt')), self.cm, self.engine
+    if body.get('suffix'): raise _bad("'suffix' is not supported by this server", 'suffix', 'unsupported_parameter')
+    opts = check_common({'max_tokens': 16, **body} if body.get('max_tokens') is None and body.get('max_completion_tokens') is None else body,
+                        cm.context_length, self.default_max_tokens, engine.max_batch)
+    if len(prompts) * opts['n'] > engine.max_batch:
+        raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
+    vocab, ids = cm.model.config.vocab_size, []
+    for j, x in enumerate(prompts):
+        t = x if isinstance(x, list) else cm.encode(x)
+        if any(not 0 <= v < vocab for v in t): raise _bad(f"prompt {j}: token ids must be in [0, {vocab})", 'prompt')
+        if len(t) + opts['gen']['max_new_tokens'] > cm.context_length:
+            raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
+                       f"and max_tokens is {opts['gen']['max_new_tokens']}", 'prompt', 'context_length_exceeded')
+        ids.append(t)
+    prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if body.get('echo', False) else None
+    return await self.run(request, ids, opts, False, f"cmpl-{uuid.uuid4().hex}", prefix=prefix)
+
+# %% ../nbs/63_server.ipynb #5e7a0010
+async def _api_error(request, e: APIError): return JSONResponse(e.body(), e.status, headers=e.headers)
+
+async def _http_error(request, e):
+    code = {404: 'not_found', 405: 'method_not_allowed'}.get(e.status_code)
+    return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", code=code).body(), e.status_code)
+
+async def _internal(request, e):
+    return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", 'server_error').body(), 500)
+
 # %% ../nbs/63_server.ipynb #c3e1525d
 def make_app(engine: Engine, model_name: str | None = None, api_key: str | None = None, max_body: int = 1 << 20,
              default_max_tokens: int = 256, retriever=None, gate=None, k: int = 1, chat_template: str = 'auto',
              aliases: tuple = ()):
     "The FastAPI app serving `engine`'s model under the OpenAI API."
-    cm = engine.cm
-    name = model_name or cm.name
-    names = {name, cm.name, *aliases}
-    created_at = int(time.time())
-    tpl = {'auto': 'auto', 'on': True, 'off': False}.get(str(chat_template), chat_template)
-
+    svc = Service(engine, model_name, api_key, max_body, default_max_tokens, retriever, gate, k, chat_template, aliases)
     @asynccontextmanager
     async def lifespan(app):
         engine.start(); yield; engine.stop()
-
     app = FastAPI(title='openchatkit', version='1', lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine = engine
-
-    @app.exception_handler(APIError)
-    async def _api_error(request, e: APIError): return JSONResponse(e.body(), e.status, headers=e.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, e):
-        code = {404: 'not_found', 405: 'method_not_allowed'}.get(e.status_code)
-        return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", code=code).body(), e.status_code)
-
-    @app.exception_handler(Exception)
-    async def _internal(request, e):
-        return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", 'server_error').body(), 500)
-
-    def auth(request: Request):
-        if not key_ok(request.headers.get('authorization'), api_key):
-            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
-                           code='invalid_api_key', headers={'WWW-Authenticate': 'Bearer'})
-
-    def model_card():
-        return {'id': name, 'object': 'model', 'created': created_at, 'owned_by': 'openchatkit',
-                'context_length': cm.context_length}
-
-    @app.get('/health')
-    async def health():
-        return {'status': 'ok', 'model': name, **engine.load(), 'retrieval': retriever is not None,
-                'moderation': gate is not None, 'stats': dict(engine.stats)}
-
-    @app.get('/v1/models', dependencies=[Depends(auth)])
-    async def models(): return {'object': 'list', 'data': [model_card()]}
-
-    @app.get('/v1/models/{model_id:path}', dependencies=[Depends(auth)])
-    async def model(model_id: str):
-        if model_id not in names: raise APIError(404, f"The model '{model_id}' does not exist", param='model', code='model_not_found')
-        return model_card()
-
-    def check_model(body):
-        m = body.get('model')
-        if m is None: raise _bad("'model' is required", 'model')
-        if m not in names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{name}')", param='model', code='model_not_found')
-
-    async def run(request, prompts_ids, opts, chat, rid, prefix=None, moderate=False):
-        "Submit the sequences; answer as JSON or SSE."
-        loop = asyncio.get_running_loop()
-        q = asyncio.Queue()
-        gen = dict(opts['gen'])
-        if chat: gen['stop'] = tuple(GEN_DEFAULTS['stop']) + tuple(gen.get('stop', ()))
-        seqs, idx = [], 0
-        for ids in prompts_ids:
-            for j in range(opts['n']):
-                g = dict(gen)
-                if g.get('seed') is not None: g['seed'] = g['seed'] + j
-                i = idx
-                s = make_seq(engine, ids, lambda ev, i=i: loop.call_soon_threadsafe(q.put_nowait, (i, ev)), opts['stream'],
-                             opts['ignore_eos'], chat=chat, **g)
-                seqs.append(s); idx += 1
-        try: engine.submit(seqs)
-        except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
-        n_prompt = sum(len(ids) for ids in prompts_ids)
-        created = int(time.time())
-        usage = lambda: {'prompt_tokens': n_prompt, 'completion_tokens': sum(ntok), 'total_tokens': n_prompt + sum(ntok)}
-        ntok = [0] * len(seqs)
-        texts, finish = [''] * len(seqs), [None] * len(seqs)
-        cancel = lambda: [s.cancel() for s in seqs]
-
-        async def moderated(i):
-            "The final text and finish reason of choice i after the output check."
-            if gate is None: return texts[i], finish[i]
-            action, msg, _ = decision_of(await asyncio.to_thread(gate.check_output, texts[i]))
-            return (msg or REFUSAL, 'content_filter') if action == 'refuse' else (texts[i], finish[i])
-
-        if not opts['stream']:
-            left = len(seqs)
-            try:
-                while left:
-                    try: i, ev = await asyncio.wait_for(q.get(), 0.25)
-                    except asyncio.TimeoutError:
-                        if await request.is_disconnected(): cancel(); return None
-                        continue
-                    if ev[0] == 'delta': texts[i] += ev[1]
-                    elif ev[0] == 'error': raise APIError(500, ev[1], 'server_error')
-                    else: finish[i], ntok[i], texts[i] = _finish_name(ev[1]), ev[2], ev[3]; left -= 1
-            finally: cancel()
-            choices = []
-            for i in range(len(seqs)):
-                text, fin = await moderated(i)
-                if chat: choices.append({'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None, 'finish_reason': fin})
-                else: choices.append({'index': i, 'text': (prefix[i // opts['n']] if prefix else '') + text, 'logprobs': None, 'finish_reason': fin})
-            return JSONResponse({'id': rid, 'object': 'chat.completion' if chat else 'text_completion', 'created': created,
-                                 'model': name, 'choices': choices, 'usage': usage()})
-
-        async def events():
-            try:
-                left = len(seqs)
-                for i in range(len(seqs)):
-                    first = _chunk_obj(None, rid, created, name, i, '', None, chat)
-                    if chat: first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
-                    if chat or prefix: 
-                        if not chat: first['choices'][0]['text'] = prefix[i // opts['n']]
-                        yield _sse(first)
-                released, closed = [0] * len(seqs), set()
-                chunk = lambda i, text, fin=None: _sse(_chunk_obj(None, rid, created, name, i, text, fin, chat))
-                while left:
-                    i, ev = await q.get()
-                    if i in closed: continue
-                    if ev[0] == 'error':
-                        yield _sse(APIError(500, ev[1], 'server_error').body()); break
-                    if ev[0] == 'delta':
-                        texts[i] += ev[1]
-                        if not moderate: yield chunk(i, ev[1]); continue
-                        # moderated: release whole sentences once the reply so far has passed the gate
-                        cut = max((m.end() for m in SENTENCE_END.finditer(texts[i], released[i])), default=0)
-                        if cut <= released[i]: continue
-                        action, msg, _ = decision_of(await asyncio.to_thread(gate.check_output, texts[i][:cut]))
-                        if action != 'refuse': yield chunk(i, texts[i][released[i]:cut]); released[i] = cut; continue
-                        seqs[i].cancel(); ntok[i] = len(seqs[i].gen_ids)
-                        fin, text = 'content_filter', (' ' if released[i] else '') + (msg or REFUSAL)
-                    else:
-                        finish[i], ntok[i], texts[i] = _finish_name(ev[1]), ev[2], ev[3]
-                        fin, text = finish[i], ''
-                        if moderate:
-                            rest = texts[i][released[i]:]
-                            full, fin = await moderated(i) if rest.strip() else (texts[i], finish[i])
-                            text = rest if fin != 'content_filter' else (' ' if released[i] else '') + full
-                    if text: yield chunk(i, text)
-                    yield chunk(i, None, fin)
-                    closed.add(i); left -= 1
-                else:
-                    if opts['include_usage']:
-                        yield _sse({'id': rid, 'object': 'chat.completion.chunk' if chat else 'text_completion', 'created': created,
-                                    'model': name, 'choices': [], 'usage': usage()})
-                    yield "data: [DONE]\n\n"
-            finally: cancel()                 # the client went away (or we are done): free the slots
-        return StreamingResponse(events(), media_type='text/event-stream',
-                                 headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
-
-    def refusal(rid, text, opts, chat_stream):
-        "Answer a refused input without running the model."
-        created = int(time.time())
-        if not chat_stream:
-            return JSONResponse({'id': rid, 'object': 'chat.completion', 'created': created, 'model': name,
-                                 'choices': [{'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None,
-                                              'finish_reason': 'content_filter'} for i in range(opts['n'])],
-                                 'usage': {'prompt_tokens': 0, 'completion_tokens': 0, 'total_tokens': 0}})
-        def events():
-            for i in range(opts['n']):
-                c = _chunk_obj(None, rid, created, name, i, text, None, True); c['choices'][0]['delta']['role'] = 'assistant'
-                yield _sse(c); yield _sse(_chunk_obj(None, rid, created, name, i, None, 'content_filter', True))
-            yield "data: [DONE]\n\n"
-        return StreamingResponse(events(), media_type='text/event-stream')
-
-    @app.post('/v1/chat/completions', dependencies=[Depends(auth)])
-    async def chat_completions(request: Request):
-        body = await _read_json(request, max_body)
-        check_model(body)
-        msgs = check_messages(body.get('messages'))
-        opts = check_common(body, cm.context_length, default_max_tokens, engine.max_batch)
-        rid = f"chatcmpl-{uuid.uuid4().hex}"
-        last_user = next(m['content'] for m in reversed(msgs) if m['role'] in ('user', 'context'))
-        if gate is not None:
-            action, msg, _ = decision_of(await asyncio.to_thread(gate.check_input, last_user))
-            if action == 'refuse': return refusal(rid, msg or REFUSAL, opts, opts['stream'])
-        use_retrieval = body.get('retrieval', True)
-        if not isinstance(use_retrieval, bool): raise _bad("'retrieval' must be true or false", 'retrieval')
-        if retriever is not None and use_retrieval:
-            hits = list(await asyncio.to_thread(retriever.search, last_user, k) or [])[:k]
-            ctx = [{'role': 'context', 'content': getattr(h, 'text', str(h))} for h in hits]
-            msgs = msgs[:-1] + ctx + msgs[-1:]
-        # history is fitted to the window minus the reply's room: max_tokens if given, else a share of the window
-        reserve = opts['gen']['max_new_tokens'] if opts['given_max'] else min(opts['gen']['max_new_tokens'], cm.context_length // 4)
-        budget = cm.context_length - reserve
-        try: prompt = render_messages(msgs, cm.tokenizer, budget, chat_template=tpl)
-        except ContextOverflow as e:
-            raise _bad(f"This model's maximum context length is {cm.context_length} tokens and {reserve} are kept for the "
-                       f"reply (max_tokens): {e}", 'messages', 'context_length_exceeded')
-        except OCKError as e: raise _bad(str(e), 'messages')
-        return await run(request, [cm.encode(prompt)], opts, True, rid, moderate=gate is not None)
-
-    @app.post('/v1/completions', dependencies=[Depends(auth)])
-    async def completions(request: Request):
-        body = await _read_json(request, max_body)
-        check_model(body)
-        p = body.get('prompt')
-        if isinstance(p, str): prompts = [p]
-        elif isinstance(p, list) and p and all(isinstance(x, str) for x in p): prompts = p
-        elif isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p): prompts = [p]
-        elif isinstance(p, list) and p and all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in p): prompts = p
-        else: raise _bad("'prompt' must be a string, an array of strings, or token ids", 'prompt')
-        if body.get('suffix'): raise _bad("'suffix' is not supported by this server", 'suffix', 'unsupported_parameter')
-        opts = check_common({'max_tokens': 16, **body} if body.get('max_tokens') is None and body.get('max_completion_tokens') is None else body,
-                            cm.context_length, default_max_tokens, engine.max_batch)
-        if len(prompts) * opts['n'] > engine.max_batch:
-            raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
-        vocab = cm.model.config.vocab_size
-        ids = []
-        for j, x in enumerate(prompts):
-            t = x if isinstance(x, list) else cm.encode(x)
-            if any(not 0 <= v < vocab for v in t): raise _bad(f"prompt {j}: token ids must be in [0, {vocab})", 'prompt')
-            if len(t) + opts['gen']['max_new_tokens'] > cm.context_length:
-                raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
-                           f"and max_tokens is {opts['gen']['max_new_tokens']}", 'prompt', 'context_length_exceeded')
-            ids.append(t)
-        echo = body.get('echo', False)
-        prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if echo else None
-        return await run(request, ids, opts, False, f"cmpl-{uuid.uuid4().hex}", prefix=prefix)
-
+    app.state.engine, app.state.service = engine, svc
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal)
+    key = [Depends(svc.auth)]
+    app.add_api_route('/health', svc.health, methods=['GET'])
+    app.add_api_route('/v1/models', svc.models, methods=['GET'], dependencies=key)
+    app.add_api_route('/v1/models/{model_id:path}', svc.model, methods=['GET'], dependencies=key)
+    app.add_api_route('/v1/chat/completions', svc.chat_completions, methods=['POST'], dependencies=key)
+    app.add_api_route('/v1/completions', svc.completions, methods=['POST'], dependencies=key)
     return app
 
 # %% ../nbs/63_server.ipynb #fbc63138
