@@ -45,7 +45,7 @@ class Engine:
     def __init__(self, cm: ChatModel, max_batch: int = 16, max_queue: int = 64, prefill_tokens: int = 4096):
         self.cm, self.model, self.tok = cm, cm.model, cm.tokenizer
         self.max_batch, self.max_queue, self.prefill_tokens = max(1, int(max_batch)), max(0, int(max_queue)), int(prefill_tokens)
-        self.waiting, self.active = [], []
+        self.waiting, self.admitting, self.active = [], [], []    # queued; taken for the next prefill; in the batch
         self.cache, self.mask = None, None
         self.cond = threading.Condition()
         self.thread, self.stopping = None, False
@@ -64,9 +64,10 @@ class Engine:
 def submit(self: Engine, seqs: list[Seq]):
     "Queue `seqs` (e.g. the `n` choices of one request) as a unit; `QueueFull` if the queue has no room."
     with self.cond:
-        if len(self.waiting) + len(seqs) > self.max_queue + max(0, self.max_batch - len(self.active)):
+        busy = len(self.active) + len(self.admitting)
+        if len(self.waiting) + len(seqs) > self.max_queue + max(0, self.max_batch - busy):
             self.stats['rejected'] += 1
-            raise QueueFull(f"the server is busy: {len(self.active)} sequences running, {len(self.waiting)} waiting; retry shortly")
+            raise QueueFull(f"the server is busy: {busy} sequences running, {len(self.waiting)} waiting; retry shortly")
         self.waiting.extend(seqs); self.stats['requests'] += 1; self.stats['sequences'] += len(seqs)
         self.cond.notify()
     self.start()
@@ -74,7 +75,7 @@ def submit(self: Engine, seqs: list[Seq]):
 @patch
 def load(self: Engine) -> dict:
     "How busy the engine is: active and queued sequences, and its limits (for `/health`)."
-    with self.cond: return dict(active=len(self.active), queued=len(self.waiting), max_batch=self.max_batch, max_queue=self.max_queue)
+    with self.cond: return dict(active=len(self.active) + len(self.admitting), queued=len(self.waiting), max_batch=self.max_batch, max_queue=self.max_queue)
 
 # %% ../nbs/31_engine.ipynb #e9a1c007
 @patch
@@ -89,8 +90,8 @@ def stop(self: Engine, timeout: float = 5.0):
     "Stop the scheduler; sequences still running or waiting get an error event."
     with self.cond: self.stopping = True; self.cond.notify()
     if self.thread is not None: self.thread.join(timeout)
-    for s in self.waiting + self.active: self._send(s, ('error', 'the server is shutting down'))
-    self.waiting, self.active, self.cache, self.mask = [], [], None, None
+    for s in self.waiting + self.admitting + self.active: self._send(s, ('error', 'the server is shutting down'))
+    self.waiting, self.admitting, self.active, self.cache, self.mask = [], [], [], None, None
 
 # %% ../nbs/31_engine.ipynb #e9a1c009
 @patch
@@ -117,7 +118,7 @@ def _loop(self: Engine):
                 msg = f"generation failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
                 for s in self.active + new:
                     if s.finish is None: self._send(s, ('error', msg)); s.finish = 'error'
-                self.active, self.cache, self.mask = [], None, None
+                with self.cond: self.active, self.admitting, self.cache, self.mask = [], [], None, None
 
 # %% ../nbs/31_engine.ipynb #e9a1c010
 @patch
@@ -147,6 +148,7 @@ def _take(self: Engine) -> list:
     take, budget = [], self.prefill_tokens
     while self.waiting and len(take) < room and (not take or budget >= len(self.waiting[0].ids)):
         s = self.waiting.pop(0); take.append(s); budget -= len(s.ids)
+    self.admitting = take         # still counted as running while they are prefilled (no queue slot opens meanwhile)
     return take
 
 # %% ../nbs/31_engine.ipynb #e9a1c012
@@ -178,7 +180,7 @@ def _admit(self: Engine, new):
         self.batchable = all(type(l).__name__ == 'DynamicLayer' for l in getattr(cache, 'layers', [None]))
     if self.cache is None or not self.active: self.cache, self.mask = cache, mask
     else: self._merge(cache, mask)
-    self.active.extend(new)
+    with self.cond: self.active.extend(new); self.admitting = []
     self.stats['max_active'] = max(self.stats['max_active'], len(self.active))
     self._sample(new, logits)
 
