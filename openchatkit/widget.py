@@ -9,7 +9,7 @@ import ipywidgets as w
 from .core import OCKError
 from .conversation import Conversation, ContextOverflow
 from .inference import ChatModel, check_gen
-from .bot import chat_turn
+from .chat import chat_turn
 
 # %% auto #0
 __all__ = ['ChatWidget']

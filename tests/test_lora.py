@@ -8,7 +8,8 @@ import pytest, torch
 
 os.environ['HF_HUB_OFFLINE'] = '1'
 from openchatkit.tiny import save_tiny_model
-from openchatkit.synthetic import skill_examples, write_jsonl
+from openchatkit.synthetic import skill_examples
+from openchatkit.data import write_jsonl
 from openchatkit.config import load_train_config
 from openchatkit.checkpoint import read_metrics
 from openchatkit.train import launch_training
