@@ -81,17 +81,13 @@ def page(lab, request):
         ctx = p.chromium.launch_persistent_context(tempfile.mkdtemp(prefix='ock-chromium-'), executable_path=CHROMIUM, headless=True,
                                                    args=ARGS, viewport={'width': 1280, 'height': 900})
         pg = ctx.new_page(); pg.set_default_timeout(LIMIT)
+        failed = request.session.testsfailed
         yield pg
-        if getattr(request.node, 'failed', False):
+        if request.session.testsfailed > failed:                  # this test's call failed (reported before teardown)
             shot = Path(tempfile.mkdtemp(prefix='ock-lab-shot-'))/f'{request.node.name}.png'
             try: pg.screenshot(path=str(shot), full_page=True); print(f"\nscreenshot of the failure: {shot}\nserver log: {lab['tmp']/'lab.log'}")
             except Exception as e: print(f"\nno screenshot ({e})")
         ctx.close()
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    out = yield
-    if out.get_result().when == 'call' and out.get_result().failed: item.failed = True
 
 NB = '.jp-NotebookPanel:not(.lm-mod-hidden)'          # the notebook on show
 
@@ -102,11 +98,12 @@ def open_notebook(page, lab, name):
     page.locator('.jp-StatusBar-TextItem', has_text='| Idle').wait_for()
 
 def run_all(page):
-    "Run ▸ Run All Cells, from the menu; returns when every code cell has run."
+    "Run ▸ Run All Cells, from the menu; returns when every code cell has run, or one failed."
     page.locator('.lm-MenuBar-itemLabel', has_text=re.compile(r'^Run$')).click()
     page.locator('.lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$')).click()
-    page.wait_for_function(f"""() => [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')]
-                               .every(p => /\\[\\d+\\]/.test(p.textContent))""", timeout=600_000)
+    page.wait_for_function(f"""() => {{ const ps = [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')].map(p => p.textContent);
+                               return ps.some(p => /\\[\\d+\\]/.test(p)) && !ps.some(p => p.includes('*')); }}""",
+                           timeout=600_000)      # something ran and nothing is queued: all ran, or Run All stopped at an error
 
 def run_code(page, code, expect):
     "Type `code` into the notebook's last cell and run it (Ctrl+Enter); returns its output once it contains `expect`."
@@ -119,8 +116,8 @@ def run_code(page, code, expect):
 
 def error_outputs(page):
     "Text of every error or stderr output of the notebook on show."
-    return page.eval_on_selector_all(f'{NB} .jp-OutputArea-output [data-mime-type="application/vnd.jupyter.stderr"], '
-                                     f'{NB} .jp-OutputArea-output [data-mime-type="application/vnd.jupyter.error"]', 'els => els.map(e => e.innerText)')
+    return page.eval_on_selector_all(f'{NB} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
+                                     f'{NB} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]', 'els => els.map(e => e.innerText)')
 
 # -- the chat widget -----------------------------------------------------------------------------------------------
 QUESTIONS = ['What is 12 plus 30?', 'What is the capital of France?', 'How are you?', 'Who are you?',
@@ -153,6 +150,7 @@ def test_chat_widget(lab, page):
     open_notebook(page, lab, 'chat.ipynb')
     run_all(page)
     assert error_outputs(page) == []
+    assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
     page.wait_for_selector('.ock-chat')
     page.evaluate(RECORD)
     n = 0                                                    # replies in the transcript
@@ -204,3 +202,4 @@ def test_run_all(lab, page, name):
     open_notebook(page, lab, f'nbs/{name}')
     run_all(page)
     assert error_outputs(page) == []
+    assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
