@@ -202,4 +202,5 @@ def test_run_all(lab, page, name):
     open_notebook(page, lab, f'nbs/{name}')
     run_all(page)
     assert error_outputs(page) == []
+    assert '{target=' not in page.inner_text(NB)             # show_doc's source link is drawn as a link
     assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
