@@ -11,7 +11,7 @@ from contextlib import contextmanager
 # %% auto #0
 __all__ = ['USER_ERRORS', 'PKG_DIR', 'INCIDENTAL_LOGGERS', 'OCKError', 'cli_errors', 'ock_script', 'asset_path', 'atomic_path',
            'atomic_write_text', 'quiet_loading', 'get_device', 'get_dtype', 'seed_everything', 'rng_state',
-           'set_rng_state', 'MetricLogger']
+           'set_rng_state', 'MetricLogger', 'hub_online', 'skip_unless', 'doc_renderer']
 
 # %% ../nbs/00_core.ipynb #60e20f05
 class OCKError(Exception):
@@ -225,3 +225,38 @@ class MetricLogger:
         "Flush and close the backend."
         if self._sink is not None: self._logger.remove(self._sink); self._sink = None
         if self._wandb is not None: self._wandb.finish(); self._wandb = None
+
+# %% ../nbs/00_core.ipynb #581c0f64
+_NEEDS = {'gpu': 'a CUDA GPU', 'download': 'network access to the Hugging Face Hub (and HF_HUB_OFFLINE unset)',
+          'slow': 'a long run (set OCK_SLOW=1 to run it)'}
+
+@functools.lru_cache(None)
+def hub_online(host: str = 'huggingface.co', timeout: float = 3.0) -> bool:
+    "Can models and data sets be downloaded here? False when `HF_HUB_OFFLINE` is set or `host` cannot be reached."
+    if any(os.environ.get(v, '').strip().lower() in ('1', 'true', 'yes', 'on') for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')): return False
+    import socket
+    try:
+        with socket.create_connection((host, 443), timeout=timeout): return True
+    except OSError: return False
+
+def skip_unless(*needs: str) -> bool:
+    "For a cell flagged `#| gpu`, `#| download` or `#| slow`: True if it can run, else print why it is skipped (one line) and return False."
+    for n in needs:
+        if n not in _NEEDS: raise OCKError(f"unknown need {n!r}: expected one of {', '.join(_NEEDS)}")
+    if os.environ.get('IN_TEST'): return True            # nbdev_test runs a flagged cell only when asked to: run it
+    for n in needs:
+        met = {'gpu': lambda: _torch().cuda.is_available(), 'download': hub_online,
+               'slow': lambda: os.environ.get('OCK_SLOW', '') == '1'}[n]()
+        if not met: print(f"skipped: needs {_NEEDS[n]}"); return False
+    return True
+
+# %% ../nbs/00_core.ipynb #a96cd6a1
+def doc_renderer(sym, name: str | None = None, title_level: int = 3):
+    "What `show_doc` draws here: nbdev's markdown, with the source link as HTML (JupyterLab and the docs site both draw it)."
+    import re
+    from nbdev.showdoc import BasicMarkdownRenderer
+    class _Renderer(BasicMarkdownRenderer):
+        def _repr_markdown_(self):
+            return re.sub(r'\[source\]\((\S+?)\)\{target="_blank" style="([^"]*)"\}', r'<a href="\1" target="_blank" style="\2">source</a>',
+                          super()._repr_markdown_())
+    return _Renderer(sym, name=name, title_level=title_level)
