@@ -47,3 +47,57 @@ def test_import_is_fast():
     code = "import sys, openchatkit; print(sorted(m for m in ('torch','transformers','deepspeed','faiss') if m in sys.modules))"
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == '[]', r.stdout
+
+# -- layers: a module imports only modules of lower-numbered notebooks, and no other module's _private names
+import ast, json, re
+
+def module_numbers() -> dict:
+    "openchatkit module name -> number of the notebook that exports it (from each notebook's `#| default_exp`)."
+    out = {}
+    for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
+        for c in json.loads(nb.read_text())['cells']:
+            m = re.search(r'^#\|\s*default_exp\s+(\S+)', ''.join(c['source']), re.M)
+            if m: out[m.group(1)] = int(nb.name.split('_')[0]); break
+    return out
+
+def package_imports(path: Path):
+    "(line, imported module, names) for every import of an openchatkit module in `path`, at any depth (in functions too)."
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ''
+            if node.level: mod = 'openchatkit' + ('.' + mod if mod else '')
+            if mod == 'openchatkit':                      # `from . import x` / `from openchatkit import x`
+                for a in node.names: yield node.lineno, a.name, []
+            elif mod.startswith('openchatkit.'): yield node.lineno, mod.split('.')[1], [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith('openchatkit.'): yield node.lineno, a.name.split('.')[1], []
+
+def layer_violations(lib: Path, numbers: dict) -> list[str]:
+    bad = []
+    for py in sorted(lib.glob('*.py')):
+        me = py.stem
+        if me not in numbers: continue                    # __init__, _modidx
+        for line, mod, names in package_imports(py):
+            if mod == me or mod in ('__version__',): continue
+            if mod not in numbers: bad.append(f"{py.name}:{line}: imports unknown module {mod!r}"); continue
+            if numbers[mod] >= numbers[me]:
+                bad.append(f"{py.name}:{line}: {me} (notebook {numbers[me]:02d}) imports {mod} (notebook {numbers[mod]:02d}): upward")
+            for n in names:
+                if n.startswith('_'): bad.append(f"{py.name}:{line}: imports the private name {mod}.{n}")
+    return bad
+
+def test_layers():
+    "Imports go one way, down the notebook numbers, at module level and inside functions; no private names cross modules."
+    numbers = module_numbers()
+    assert len(numbers) >= 15, numbers
+    bad = layer_violations(ROOT/'openchatkit', numbers)
+    assert not bad, 'layer violations:\n' + '\n'.join(bad)
+
+def test_layer_check_catches_violations(tmp_path):
+    "The layer check itself: an upward import inside a function and a private import are both caught."
+    (tmp_path/'low.py').write_text("def f():\n    from openchatkit.high import g\n")
+    (tmp_path/'high.py').write_text("from .low import _secret\n")
+    bad = layer_violations(tmp_path, {'low': 10, 'high': 20})
+    assert any('low.py:2' in b and 'upward' in b for b in bad) and any('private name low._secret' in b for b in bad), bad
