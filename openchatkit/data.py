@@ -16,9 +16,9 @@ from .core import OCKError, ock_script, atomic_path
 
 # %% auto #0
 __all__ = ['DATA_EXTS', 'PRESETS', 'write_jsonl', 'is_url', 'open_data', 'data_dir', 'hub_files', 'resolve_files', 'FileReport',
-           'ReadReport', 'scan_jsonl', 'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer', 'PackedStream',
-           'batches', 'download_url', 'unpack_file', 'hub_download', 'prepare_data', 'data_stats', 'format_stats',
-           'ock_prepare_data']
+           'ReadReport', 'text_problem', 'scan_jsonl', 'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer',
+           'PackedStream', 'batches', 'download_url', 'unpack_file', 'hub_download', 'prepare_data', 'data_stats',
+           'format_stats', 'ock_prepare_data']
 
 # %% ../nbs/10_data.ipynb #adb3b99f
 def write_jsonl(path, records) -> Path:
@@ -200,6 +200,14 @@ class ReadReport(dict):
     def n_bad(self) -> int: return sum(r.n_bad for r in self.values())
     def __str__(self): return '\n'.join(str(r) for r in self.values())
 
+def text_problem(text) -> str | None:
+    "Why a tokenizer cannot take `text` (a lone surrogate: valid in JSON and Python, it has no UTF-8 form), or None."
+    if not isinstance(text, str): return f'not a string ({type(text).__name__})'
+    try: text.encode('utf-8')
+    except UnicodeEncodeError as e:
+        return f'lone surrogate U+{ord(text[e.start]):04X} at character {e.start}: no UTF-8 form, the tokenizer cannot take it'
+    return None
+
 def _bad_reason(line: bytes, text_field: str):
     "(text, None) for a good JSONL line, else (None, reason)."
     if not line.strip(): return None, 'blank line'
@@ -212,6 +220,7 @@ def _bad_reason(line: bytes, text_field: str):
     t = rec[text_field]
     if not isinstance(t, str): return None, f"{text_field!r} is not a string ({type(t).__name__})"
     if not t.strip(): return None, f"empty {text_field!r}"
+    if why := text_problem(t): return None, f"unencodable {text_field!r} ({why})"
     return rec, None
 
 # %% ../nbs/10_data.ipynb #7eac1a33

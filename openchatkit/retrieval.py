@@ -28,6 +28,11 @@ def _progress(it, total=None, desc=None, disable=False):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc, disable=disable, leave=False)
 
+def _text_problem(text):
+    "`openchatkit.data.text_problem`, imported when first needed (the data module brings torch)."
+    from openchatkit.data import text_problem as check
+    return check(text)
+
 def _warn(msg): print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 # %% ../nbs/40_retrieval.ipynb #b666114a
@@ -46,6 +51,8 @@ class Embedder:
         if isinstance(texts, str): texts = [texts]
         texts = list(texts)
         if not texts: return np.zeros((0, self.dim), dtype='float32')
+        for i, t in enumerate(texts, 1):                # a lone surrogate: a clear error, not the tokenizer's TypeError
+            if why := _text_problem(t): raise OCKError(f"cannot encode text {i}: {why}")
         v = np.ascontiguousarray(self._encode(texts, batch_size or self.batch_size, progress), dtype='float32')
         if self.normalize: v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         return v
@@ -317,7 +324,7 @@ def read_documents(path, report=_warn) -> list[Doc]:
         report(f"skipped {src}: {e.strerror if isinstance(e, OSError) and e.strerror else e}"); return []
     suf = path.suffix.lower()
     if suf == '.jsonl':
-        docs, bad = [], []
+        docs, bad, unenc = [], [], []
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
             try: rec = json.loads(line)
@@ -325,8 +332,12 @@ def read_documents(path, report=_warn) -> list[Doc]:
             t = next((rec[k] for k in ('text', 'content', 'contents', 'body') if isinstance(rec, dict) and isinstance(rec.get(k), str)), None)
             if t is None: bad.append(i); continue
             rid = rec.get('id') if isinstance(rec, dict) else None
+            if why := _text_problem(t): unenc.append((i, why)); continue
             if t.strip(): docs.append(Doc(t, f"{src}#{rid}" if rid is not None else f"{src}:{i}", None))
         if bad: report(f"{src}: skipped {len(bad)} line(s) that are not JSON objects with a text field (first: line {bad[0]})")
+        if unenc:
+            more = f"; also line(s) {', '.join(str(i) for i, _ in unenc[1:6])}{' …' if len(unenc) > 6 else ''}" if len(unenc) > 1 else ''
+            report(f"{src}:{unenc[0][0]}: skipped {len(unenc)} record(s) whose text the tokenizer cannot encode ({unenc[0][1]}{more})")
         return docs
     if suf in ('.html', '.htm'): return [Doc(html_to_text(text), src, None)] if text.strip() else []
     if suf in ('.md', '.markdown'): text = markdown_to_text(text)
@@ -455,7 +466,9 @@ def build_index_from_docs(docs, out, embedder=None, kind: str = 'auto', window: 
                           max_chars: int = 1000, expand_w: int = 5, threshold: float = 0.5, device='auto',
                           batch_size: int | None = None, progress: bool = True, files=None, **faiss_kw) -> Path:
     "Chunk, encode and index `docs` (a list of `Doc`) into the folder `out`."
-    docs = [d for d in docs if d.text.strip()]
+    for d in docs:
+        if why := _text_problem(d.text): _warn(f"skipped {d.source}: {why}")
+    docs = [d for d in docs if d.text.strip() and not _text_problem(d.text)]
     if not docs: raise OCKError("nothing to index: no document has any text")
     with _locked(out):
         return _build_from_docs(docs, out, embedder, kind, window, stride, max_chars, expand_w, threshold, device,
@@ -866,6 +879,7 @@ def ock_index(command:str, # build | add | search | info
     elif cmd == 'search':
         if len(args) < 2: raise OCKError('search needs DIR and a query: ock-index search DIR "query" [-k N]')
         if k < 1: raise OCKError(f"-k must be at least 1, got {k}")
+        if why := _text_problem(' '.join(args[1:])): raise OCKError(f"the query is not UTF-8 text ({why})")
         kw = {k_: v for k_, v in dict(threshold=threshold, nprobe=nprobe, ef_search=ef_search).items() if v is not None}
         r = load_retriever(args[0], embedder=embedder, device=device, **kw)
         _print_hits(r.search(' '.join(args[1:]), k=k, expand=not no_expand), as_json=json)

@@ -1,0 +1,57 @@
+"""Hostile data as users' commands meet it (issue 15): text the tokenizer cannot encode, BOMs, a huge line, a long
+document to split, absurd mixture weights, non-UTF-8 arguments. Each is reported in one line and skipped, or refused."""
+import os, sys, json, shutil, subprocess
+from pathlib import Path
+import pytest
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
+SURROGATE = '{"text": "x \\udc80"}'          # valid JSON; the string has no UTF-8 form
+
+
+def run(exe, *args, cwd=None, stdin=None, timeout=240):
+    "Run a console script; arguments may be bytes (not UTF-8), output comes back as text (bad bytes replaced)."
+    p = shutil.which(exe) or str(BIN/exe)
+    r = subprocess.run([p, *(a if isinstance(a, bytes) else str(a) for a in args)], cwd=cwd, env=ENV, capture_output=True,
+                       input=stdin.encode() if isinstance(stdin, str) else stdin, timeout=timeout)
+    r.stdout, r.stderr = r.stdout.decode('utf-8', 'replace'), r.stderr.decode('utf-8', 'replace')
+    return r
+
+
+def _surrogate_file(path, good=('Alpha is a river.', 'Beta is a mountain.')):
+    path.write_text(json.dumps({'text': good[0]}) + '\n' + SURROGATE + '\n' + json.dumps({'text': good[1]}) + '\n')
+    return path
+
+
+def test_surrogate_stats(tmp_path):
+    "`ock-prepare-data --stats` counts the record as bad (with file:line), not as good."
+    f = _surrogate_file(tmp_path/'s.jsonl')
+    r = run('ock-prepare-data', '--stats', f)
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
+    assert '2 records, 1 bad records skipped' in r.stdout, r.stdout
+    assert f"{f}:2: unencodable 'text' (lone surrogate U+DC80" in r.stdout, r.stdout
+
+
+def test_surrogate_index_build(tmp_path):
+    "`ock-index build` reports the record with file:line and indexes the rest."
+    from openchatkit.retrieval import tiny_bert
+    emb = tiny_bert(tmp_path/'bert')                                       # a tiny encoder: the test is about reading
+    (tmp_path/'docs').mkdir(); f = _surrogate_file(tmp_path/'docs'/'s.jsonl')
+    r = run('ock-index', 'build', tmp_path/'docs', '--out', tmp_path/'idx', '--window', '1', '--embedder', f'mean:{emb}', cwd=tmp_path)
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
+    assert f"{f}:2: skipped 1 record(s) whose text the tokenizer cannot encode" in r.stderr, r.stderr
+    assert 'chunks of 2 documents' in r.stdout, r.stdout
+    r = run('ock-index', 'search', tmp_path/'idx', b'river \xff', cwd=tmp_path)      # a query that is not UTF-8
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and r.stderr.strip().splitlines()[-1] == (
+        "error: the query is not UTF-8 text (lone surrogate U+DCFF at character 6: no UTF-8 form, the tokenizer cannot take it)"), r.stderr
+
+
+def test_surrogate_moderate(tmp_path):
+    "`ock-moderate --file`: the line is reported and skipped; the others are moderated."
+    pytest.importorskip('openchatkit.moderation')
+    f = tmp_path/'m.jsonl'
+    f.write_text('{"text": "What is a good pasta recipe?"}\n' + SURROGATE + '\n{"text": "Where is Paris?"}\n')
+    r = run('ock-moderate', '--file', f, '--json')
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
+    assert [json.loads(l)['input'] for l in r.stdout.splitlines()] == ['What is a good pasta recipe?', 'Where is Paris?']
+    assert f'warning: skipping {f}:2: lone surrogate U+DC80' in r.stderr, r.stderr
