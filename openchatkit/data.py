@@ -210,6 +210,7 @@ def text_problem(text) -> str | None:
 
 def _bad_reason(line: bytes, text_field: str):
     "(text, None) for a good JSONL line, else (None, reason)."
+    if line.startswith(b'\xef\xbb\xbf'): line = line[3:]       # a UTF-8 BOM (Windows tools), also where files were joined
     if not line.strip(): return None, 'blank line'
     try: s = line.decode('utf-8').rstrip('\r\n')
     except UnicodeDecodeError as e: return None, f'invalid UTF-8 (byte {e.start})'

@@ -55,3 +55,12 @@ def test_surrogate_moderate(tmp_path):
     assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
     assert [json.loads(l)['input'] for l in r.stdout.splitlines()] == ['What is a good pasta recipe?', 'Where is Paris?']
     assert f'warning: skipping {f}:2: lone surrogate U+DC80' in r.stderr, r.stderr
+
+
+def test_bom_stats(tmp_path):
+    "A .jsonl saved with a UTF-8 BOM (and the same compressed) loses no record."
+    import gzip
+    raw = b'\xef\xbb\xbf' + b''.join(json.dumps({'text': f'record {i}'}).encode() + b'\r\n' for i in range(3))
+    (tmp_path/'a.jsonl').write_bytes(raw); (tmp_path/'b.jsonl.gz').write_bytes(gzip.compress(raw))
+    r = run('ock-prepare-data', '--stats', tmp_path)
+    assert r.returncode == 0 and '2 file(s), 6 records, 0 bad records skipped' in r.stdout, (r.stdout, r.stderr)
