@@ -64,3 +64,50 @@ def test_bom_stats(tmp_path):
     (tmp_path/'a.jsonl').write_bytes(raw); (tmp_path/'b.jsonl.gz').write_bytes(gzip.compress(raw))
     r = run('ock-prepare-data', '--stats', tmp_path)
     assert r.returncode == 0 and '2 file(s), 6 records, 0 bad records skipped' in r.stdout, (r.stdout, r.stderr)
+
+
+HUGE = r'''
+import sys, json, resource
+from openchatkit.data import PackedStream
+from openchatkit.tiny import train_tokenizer
+def rss_mb(): return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**20
+tok = train_tokenizer([f"small record {i} with some words" for i in range(50)], vocab_size=300)
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))     # a regression fails here, not the machine
+out = {}
+for path in sys.argv[1:]:
+    before = rss_mb()
+    s = PackedStream(path, tok, 16, shuffle=False, cycle=False, drop_last=False)
+    n = sum(1 for _ in s)
+    rep = s.report[path]
+    out[path] = dict(grew=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before, blocks=n,
+                     records=rep.records, bad=dict(rep.bad), examples=rep.examples)
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
+def test_huge_line_bounded_memory(tmp_path):
+    "An 80 MB line between small ones: reported (file:line, size) and skipped; the stream's peak RSS grows < 48 MB."
+    import gzip, zstandard
+    small = [json.dumps({'text': f'small record {i}'}).encode() + b'\n' for i in range(20)]
+    word = b'lorem ipsum dolor sit amet '
+    n_words = (80 << 20) // len(word)
+    def write(f):
+        for s in small[:10]: f.write(s)
+        f.write(b'{"text": "')
+        for _ in range(n_words // 4096): f.write(word * 4096)
+        f.write(b'"}\n')
+        for s in small[10:]: f.write(s)
+    paths = [tmp_path/'huge.jsonl', tmp_path/'huge.jsonl.gz', tmp_path/'huge.jsonl.zst']
+    with open(paths[0], 'wb') as f: write(f)
+    with gzip.open(paths[1], 'wb', compresslevel=1) as f: write(f)
+    with zstandard.ZstdCompressor(level=1).stream_writer(open(paths[2], 'wb')) as f: write(f)
+    size = paths[0].stat().st_size - sum(map(len, small))
+    r = subprocess.run([sys.executable, '-c', HUGE, *map(str, paths)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    for p in paths:
+        g = got[str(p)]
+        assert g['records'] == 20 and g['bad'] == {'record too large': 1} and g['blocks'] > 0, (p, g)
+        assert g['examples'][0].startswith(f'{p}:11: record too large ({size:,} bytes'), g['examples']
+        assert g['grew'] < 48, (p, g['grew'])
