@@ -111,3 +111,38 @@ def test_huge_line_bounded_memory(tmp_path):
         assert g['records'] == 20 and g['bad'] == {'record too large': 1} and g['blocks'] > 0, (p, g)
         assert g['examples'][0].startswith(f'{p}:11: record too large ({size:,} bytes'), g['examples']
         assert g['grew'] < 48, (p, g['grew'])
+
+
+SHAPES = {   # (suffix, text of about n characters): what sentence splitting and the .md/.html readers meet
+    'prose': ('txt', lambda n: "The river flows north. It is long! Does it end? Yes, near Mr. Smith's farm.\n" * (n // 76)),
+    'no-ends': ('txt', lambda n: 'word. ' * (n // 6)),                  # a stop before lowercase never ends a sentence
+    'abbrevs': ('txt', lambda n: 'Dr. ' * (n // 4)),
+    'stops': ('txt', lambda n: '!' * n),
+    'lines': ('txt', lambda n: 'Line one.\n' * (n // 10)),
+    'brackets': ('md', lambda n: '[' * n),
+    'links': ('md', lambda n: '[a](' * (n // 4)),
+    'comments': ('html', lambda n: '<!--' * (n // 4)),
+    'tags': ('html', lambda n: '<a' * (n // 2)),
+    'end-tags': ('html', lambda n: '</' * (n // 2)),
+    'quotes': ('html', lambda n: "<a '>" + '<b>x' * (n // 4)),        # an unclosed quote, then many tags
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('shape', SHAPES)
+def test_index_reading_and_splitting_linear(tmp_path, shape):
+    "Reading and chunking a 2 MB document costs about 10x a 200 kB one (it was quadratic: 2 MB did not finish in 300 s)."
+    import time
+    from openchatkit.retrieval import read_documents, chunk_document
+    suffix, make = SHAPES[shape]
+    def cost(n):
+        "Seconds per read-and-chunk of an n-character document, over enough runs to take 0.1 s (a cheap shape is timed many times)."
+        p = tmp_path/f'doc{n}.{suffix}'; p.write_text(make(n))
+        runs, t = 0, time.perf_counter()
+        while runs == 0 or time.perf_counter() - t < 0.1:
+            for d in read_documents(p, report=lambda m: None): chunk_document(d)
+            runs += 1
+        return (time.perf_counter() - t) / runs
+    small, big = min(cost(200_000) for _ in range(2)), cost(2_000_000)
+    # (+20 ms: a 2 MB pass that cheap is no hazard, and there caches, not the algorithm, set the ratio)
+    assert big < 30 * small + 0.02, f"{shape}: 200 kB {small:.3f}s, 2 MB {big:.3f}s (x{big / small:.0f} for 10x the size)"
