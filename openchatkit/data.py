@@ -15,10 +15,10 @@ from fastcore.script import Param
 from .core import OCKError, ock_script, atomic_path
 
 # %% auto #0
-__all__ = ['DATA_EXTS', 'PRESETS', 'MAX_RECORD_BYTES', 'write_jsonl', 'is_url', 'open_data', 'data_dir', 'hub_files',
-           'resolve_files', 'FileReport', 'ReadReport', 'text_problem', 'scan_jsonl', 'read_jsonl', 'Source',
-           'parse_mixture', 'load_tokenizer', 'PackedStream', 'batches', 'download_url', 'unpack_file', 'hub_download',
-           'prepare_data', 'data_stats', 'format_stats', 'ock_prepare_data']
+__all__ = ['DATA_EXTS', 'PRESETS', 'MAX_RECORD_BYTES', 'MAX_WEIGHT', 'MIN_SHARE', 'write_jsonl', 'is_url', 'open_data',
+           'data_dir', 'hub_files', 'resolve_files', 'FileReport', 'ReadReport', 'text_problem', 'scan_jsonl',
+           'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer', 'PackedStream', 'batches', 'download_url',
+           'unpack_file', 'hub_download', 'prepare_data', 'data_stats', 'format_stats', 'ock_prepare_data']
 
 # %% ../nbs/10_data.ipynb #adb3b99f
 def write_jsonl(path, records) -> Path:
@@ -326,10 +326,14 @@ def _split_weight(item: str):
     if Path(item).exists(): return item, None                         # a file whose name has a colon
     return head.strip(), tail.strip()
 
+MAX_WEIGHT, MIN_SHARE = 1e12, 1e-9     # weights are relative: beyond these, a typo or a source never read
+
 def _weight(w, item) -> float:
-    try: v = float(w)
-    except (TypeError, ValueError): raise OCKError(f"mixture item {item!r}: weight {w!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0: raise OCKError(f"mixture item {item!r}: weight must be a number > 0, got {w!r}")
+    try: v = float(w) if not isinstance(w, bool) else None
+    except (TypeError, ValueError): v = None
+    if v is None: raise OCKError(f"mixture item {item!r}: weight {w!r} is not a number")
+    if not (0 < v <= MAX_WEIGHT):                      # (NaN fails this too)
+        raise OCKError(f"mixture item {item!r}: weight must be a number > 0 and at most 1e12 (weights are relative, e.g. 0.2 or 3), got {w!r}")
     return v
 
 def parse_mixture(spec, data_root=None) -> list:
@@ -365,7 +369,10 @@ def parse_mixture(spec, data_root=None) -> list:
         else: raise OCKError(f"mixture item {i} ({it!r}) is neither a string nor a {{path, weight}} map")
         out.append(Source(path, w, resolve_files(path, data_root)))
     total = sum(s.weight for s in out)
-    for s in out: s.weight /= total
+    for s in out:
+        s.weight /= total
+        if s.weight < MIN_SHARE: raise OCKError(f"mixture item {s.spec!r}: its weight is negligible next to the others "
+                                                f"({s.weight:.1e} of the mix): it would never be read")
     return out
 
 # %% ../nbs/10_data.ipynb #278af144

@@ -146,3 +146,15 @@ def test_index_reading_and_splitting_linear(tmp_path, shape):
     small, big = min(cost(200_000) for _ in range(2)), cost(2_000_000)
     # (+20 ms: a 2 MB pass that cheap is no hazard, and there caches, not the algorithm, set the ratio)
     assert big < 30 * small + 0.02, f"{shape}: 200 kB {small:.3f}s, 2 MB {big:.3f}s (x{big / small:.0f} for 10x the size)"
+
+
+def test_absurd_weight_and_non_utf8_argument(tmp_path):
+    "A mixture weight of 1e308 and a non-UTF-8 `ock-moderate` argument: one clear line each, exit status 2."
+    f = tmp_path/'a.jsonl'; f.write_text('{"text": "hello"}\n')
+    r = run('ock-prepare-data', '--stats', f'{f}:1e308')
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: mixture item '{f}:1e308': weight must be a number > 0 and at most 1e12 (weights are relative, e.g. 0.2 or 3), got '1e308'"], r.stderr
+    pytest.importorskip('openchatkit.moderation')
+    r = run('ock-moderate', 'fine', b'caf\xe9 au lait')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith('error: argument 2: not UTF-8 text (lone surrogate U+DCE9 at character 3'), r.stderr
