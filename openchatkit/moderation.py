@@ -544,7 +544,7 @@ def read_inputs(path: str, field: str | None = None) -> list[tuple[str, str | No
         p = Path(path)
         if not p.is_file(): raise OCKError(f"{path}: no such file")
         data, name, jsonl = p.read_bytes(), path, p.suffix.lower() in ('.jsonl', '.json')
-    try: lines = data.decode('utf-8-sig').splitlines()
+    try: lines = [l.rstrip('\r') for l in data.decode('utf-8-sig').split('\n')]   # (U+2028 in a record is text)
     except UnicodeDecodeError as e:
         n = data.count(b'\n', 0, e.start) + 1
         raise OCKError(f"{name}:{n}: not UTF-8 text (byte {e.start})") from None

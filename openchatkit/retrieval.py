@@ -348,7 +348,7 @@ def read_documents(path, report=_warn) -> list[Doc]:
     suf = path.suffix.lower()
     if suf == '.jsonl':
         docs, bad, unenc = [], [], []
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in enumerate(text.split('\n'), 1):        # (not splitlines: U+2028 or U+0085 inside a record is text)
             if not line.strip(): continue
             try: rec = json.loads(line)
             except json.JSONDecodeError: bad.append(i); continue
