@@ -15,10 +15,10 @@ from fastcore.script import Param
 from .core import OCKError, ock_script, atomic_path
 
 # %% auto #0
-__all__ = ['DATA_EXTS', 'PRESETS', 'write_jsonl', 'is_url', 'open_data', 'data_dir', 'hub_files', 'resolve_files', 'FileReport',
-           'ReadReport', 'scan_jsonl', 'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer', 'PackedStream',
-           'batches', 'download_url', 'unpack_file', 'hub_download', 'prepare_data', 'data_stats', 'format_stats',
-           'ock_prepare_data']
+__all__ = ['DATA_EXTS', 'PRESETS', 'MAX_RECORD_BYTES', 'MAX_WEIGHT', 'MIN_SHARE', 'write_jsonl', 'is_url', 'open_data',
+           'data_dir', 'hub_files', 'resolve_files', 'FileReport', 'ReadReport', 'text_problem', 'scan_jsonl',
+           'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer', 'PackedStream', 'batches', 'download_url',
+           'unpack_file', 'hub_download', 'prepare_data', 'data_stats', 'format_stats', 'ock_prepare_data']
 
 # %% ../nbs/10_data.ipynb #adb3b99f
 def write_jsonl(path, records) -> Path:
@@ -46,26 +46,35 @@ def _name_of(src) -> str:
     return urllib.parse.urlparse(src).path if is_url(src) else str(src)
 
 class _ZstdReader(io.RawIOBase):
-    "Streaming zstd decompression that notices a truncated stream (python-zstandard's reader ends silently)."
+    """Streaming zstd decompression that notices a truncated stream (python-zstandard's reader ends silently), in
+    bounded memory however well the data compresses: compressed bytes go in by small pieces, as one zstd block of
+    4 bytes can stand for 128 KiB (so 256 bytes for at most 8 MiB)."""
+    piece = 256
     def __init__(self, raw):
         import zstandard
         self.raw, self._mk = raw, zstandard.ZstdDecompressor
-        self.d, self.buf, self.done, self.started = self._mk().decompressobj(), b'', False, False
+        self.d, self.done, self.started = self._mk().decompressobj(), False, False
+        self.inp, self.at, self.out, self.pos = b'', 0, b'', 0    # compressed bytes and how far fed; output and how far read
     def readable(self): return True
     def readinto(self, b):
-        while not self.buf and not self.done:
-            chunk = self.raw.read(1 << 17)
-            if not chunk:
-                self.done = True
-                if self.started and not self.d.eof: raise EOFError("compressed stream ended before the end of the zstd frame")
-                break
-            while chunk:
-                self.started = True
-                self.buf += self.d.decompress(chunk)
-                chunk = b''
-                if self.d.eof:                             # next frame (multi-frame files)
-                    chunk, self.d, self.started = self.d.unused_data, self._mk().decompressobj(), False
-        n = min(len(b), len(self.buf)); b[:n] = self.buf[:n]; self.buf = self.buf[n:]
+        n = 0
+        while n < len(b):
+            if self.pos < len(self.out):
+                k = min(len(b) - n, len(self.out) - self.pos)
+                b[n:n + k] = self.out[self.pos:self.pos + k]; self.pos += k; n += k; continue
+            if self.at >= len(self.inp):
+                if n or self.done: break                    # return what there is before reading (a network) again
+                self.inp, self.at = self.raw.read(1 << 17), 0
+                if not self.inp:
+                    self.done = True
+                    if self.started and not self.d.eof: raise EOFError("compressed stream ended before the end of the zstd frame")
+                    break
+            chunk = self.inp[self.at:self.at + self.piece]; self.at += len(chunk)
+            self.started, self.out = True, b''               # (the old output goes before the new one comes)
+            self.out, self.pos = self.d.decompress(chunk), 0
+            if self.d.eof:                                 # next frame (multi-frame files)
+                self.inp, self.at = self.d.unused_data + self.inp[self.at:], 0
+                self.d, self.started = self._mk().decompressobj(), False
         return n
     def close(self):
         try: self.raw.close()
@@ -200,8 +209,37 @@ class ReadReport(dict):
     def n_bad(self) -> int: return sum(r.n_bad for r in self.values())
     def __str__(self): return '\n'.join(str(r) for r in self.values())
 
+MAX_RECORD_BYTES = 4 << 20     # a JSONL line longer than this is a bad record ($OCK_MAX_RECORD_BYTES, max_record_bytes=)
+
+def _record_limit(n=None) -> int:
+    "`n`, else `$OCK_MAX_RECORD_BYTES`, else `MAX_RECORD_BYTES`."
+    v = n if n is not None else os.environ.get('OCK_MAX_RECORD_BYTES') or MAX_RECORD_BYTES
+    try: ok = int(v) >= 1
+    except (TypeError, ValueError): ok = False
+    if not ok: raise OCKError(f"the max record size must be a whole number of bytes > 0, got {v!r}"
+                              + (' ($OCK_MAX_RECORD_BYTES)' if n is None else ''))
+    return int(v)
+
+def _read_line(f, limit: int):
+    "`(line, size in bytes)` of the next line of binary stream `f`; a line over `limit` is `(None, size)`, read past in 1 MiB pieces, never held whole."
+    raw = f.readline(limit + 1)
+    if len(raw) <= limit or raw.endswith(b'\n'): return raw, len(raw)
+    size, raw = len(raw), None
+    while True:
+        piece = f.readline(1 << 20); size += len(piece)
+        if not piece or piece.endswith(b'\n'): return None, size
+
+def text_problem(text) -> str | None:
+    "Why a tokenizer cannot take `text` (a lone surrogate: valid in JSON and Python, it has no UTF-8 form), or None."
+    if not isinstance(text, str): return f'not a string ({type(text).__name__})'
+    try: text.encode('utf-8')
+    except UnicodeEncodeError as e:
+        return f'lone surrogate U+{ord(text[e.start]):04X} at character {e.start}: no UTF-8 form, the tokenizer cannot take it'
+    return None
+
 def _bad_reason(line: bytes, text_field: str):
     "(text, None) for a good JSONL line, else (None, reason)."
+    if line.startswith(b'\xef\xbb\xbf'): line = line[3:]       # a UTF-8 BOM (Windows tools), also where files were joined
     if not line.strip(): return None, 'blank line'
     try: s = line.decode('utf-8').rstrip('\r\n')
     except UnicodeDecodeError as e: return None, f'invalid UTF-8 (byte {e.start})'
@@ -212,15 +250,18 @@ def _bad_reason(line: bytes, text_field: str):
     t = rec[text_field]
     if not isinstance(t, str): return None, f"{text_field!r} is not a string ({type(t).__name__})"
     if not t.strip(): return None, f"empty {text_field!r}"
+    if why := text_problem(t): return None, f"unencodable {text_field!r} ({why})"
     return rec, None
 
 # %% ../nbs/10_data.ipynb #7eac1a33
 def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_field: str = 'text',
-               report: ReadReport | None = None, keep=None, max_examples: int = 3, log: bool = True):
+               report: ReadReport | None = None, keep=None, max_examples: int = 3, log: bool = True,
+               max_record_bytes: int | None = None):
     """Stream one JSONL file (plain, .gz, .zst, or a URL) from byte `offset` (after `line` lines):
     yield `(line_no, end_offset, record)` for good records; skip, count and log bad ones (`strict`: raise).
-    `keep(line_no)` selects lines before they are parsed (data-parallel sharding)."""
-    rep = (report if report is not None else ReadReport()).file(src)
+    `keep(line_no)` selects lines before they are parsed (data-parallel sharding). A line over `max_record_bytes`
+    (default `MAX_RECORD_BYTES`, 4 MiB, or `$OCK_MAX_RECORD_BYTES`) is a bad record, read past in bounded memory."""
+    rep, limit = (report if report is not None else ReadReport()).file(src), _record_limit(max_record_bytes)
     def bad(n, reason):
         if strict: raise OCKError(f"{src}:{n}: {reason} (strict mode)")
         rep.bad[reason.split(' (')[0]] += 1
@@ -230,7 +271,7 @@ def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_f
     f, retries = open_data(src, offset), 0
     try:
         while True:
-            try: raw = f.readline()
+            try: raw, size = _read_line(f, limit)
             except (http.client.HTTPException, ConnectionError, TimeoutError) as e:
                 if not is_url(src) or retries >= 3: raise OCKError(f"{src}: reading failed at line {line + 1}: {e}") from None
                 retries += 1                               # a dropped connection: reopen where the last full line ended
@@ -238,9 +279,10 @@ def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_f
                 f.close(); f = open_data(src, offset); continue
             except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
                 bad(line + 1, f'truncated or corrupt compressed file ({e})'); break
-            if not raw: break
-            line += 1; offset += len(raw)
+            if not size: break
+            line += 1; offset += size
             if keep is not None and not keep(line): continue
+            if raw is None: bad(line, f"record too large ({size:,} bytes, the limit is {limit:,}: max_record_bytes or $OCK_MAX_RECORD_BYTES)"); continue
             rec, why = _bad_reason(raw, text_field)
             if why: bad(line, why); continue
             rep.records += 1
@@ -252,14 +294,16 @@ def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_f
 class read_jsonl:
     """Stream the records (dicts with a non-empty string `text`) of a JSONL file, a directory of them, or a URL;
     bad lines are skipped and counted per file in `.report` (`strict=True`: the first one is an error)."""
-    def __init__(self, path_or_url, strict: bool = False, text_field: str = 'text', max_examples: int = 3):
+    def __init__(self, path_or_url, strict: bool = False, text_field: str = 'text', max_examples: int = 3,
+                 max_record_bytes: int | None = None):
         self.src, self.strict, self.text_field, self.max_examples = path_or_url, strict, text_field, max_examples
+        self.max_record_bytes = max_record_bytes
         self.report = ReadReport()
     def files(self) -> list: return resolve_files(self.src)
     def __iter__(self):
         for f in self.files():
             for _, _, rec in scan_jsonl(f, strict=self.strict, text_field=self.text_field, report=self.report,
-                                        max_examples=self.max_examples):
+                                        max_examples=self.max_examples, max_record_bytes=self.max_record_bytes):
                 yield rec
             r = self.report.file(f)
             if r.n_bad: logger.warning(str(r))
@@ -282,10 +326,14 @@ def _split_weight(item: str):
     if Path(item).exists(): return item, None                         # a file whose name has a colon
     return head.strip(), tail.strip()
 
+MAX_WEIGHT, MIN_SHARE = 1e12, 1e-9     # weights are relative: beyond these, a typo or a source never read
+
 def _weight(w, item) -> float:
-    try: v = float(w)
-    except (TypeError, ValueError): raise OCKError(f"mixture item {item!r}: weight {w!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0: raise OCKError(f"mixture item {item!r}: weight must be a number > 0, got {w!r}")
+    try: v = float(w) if not isinstance(w, bool) else None
+    except (TypeError, ValueError): v = None
+    if v is None: raise OCKError(f"mixture item {item!r}: weight {w!r} is not a number")
+    if not (0 < v <= MAX_WEIGHT):                      # (NaN fails this too)
+        raise OCKError(f"mixture item {item!r}: weight must be a number > 0 and at most 1e12 (weights are relative, e.g. 0.2 or 3), got {w!r}")
     return v
 
 def parse_mixture(spec, data_root=None) -> list:
@@ -321,7 +369,10 @@ def parse_mixture(spec, data_root=None) -> list:
         else: raise OCKError(f"mixture item {i} ({it!r}) is neither a string nor a {{path, weight}} map")
         out.append(Source(path, w, resolve_files(path, data_root)))
     total = sum(s.weight for s in out)
-    for s in out: s.weight /= total
+    for s in out:
+        s.weight /= total
+        if s.weight < MIN_SHARE: raise OCKError(f"mixture item {s.spec!r}: its weight is negligible next to the others "
+                                                f"({s.weight:.1e} of the mix): it would never be read")
     return out
 
 # %% ../nbs/10_data.ipynb #278af144
@@ -395,7 +446,8 @@ class _Files:
             if self.it is None or self.at != (epoch, fi, off, ln):
                 self.close()
                 self.it = scan_jsonl(self.src.files[order[fi]], off, ln, strict=ps.strict, text_field=ps.text_field,
-                                     report=ps.report if epoch == 0 else ReadReport(), keep=ps._keep, log=epoch == 0)
+                                     report=ps.report if epoch == 0 else ReadReport(), keep=ps._keep, log=epoch == 0,
+                                     max_record_bytes=ps.max_record_bytes)
             for ln, off, rec in self.it:
                 texts.append(rec[ps.text_field])
                 if len(texts) >= size: break
@@ -416,7 +468,7 @@ class PackedStream(torch.utils.data.IterableDataset):
     def __init__(self, spec, tokenizer, seq_length: int, seed: int = 0, loss_on: str = 'all', dp_rank: int = 0,
                  dp_size: int = 1, shuffle: bool = True, shuffle_buffer: int = 10_000, cycle: bool = True,
                  drop_last: bool = True, strict: bool = False, text_field: str = 'text', tokenize_batch: int = 256,
-                 eos_token_id: int | None = None, data_root=None, pack: str = 'split'):
+                 eos_token_id: int | None = None, data_root=None, pack: str = 'split', max_record_bytes: int | None = None):
         if loss_on not in ('all', 'bot'): raise OCKError(f"loss_on must be 'all' or 'bot', not {loss_on!r}")
         if pack not in ('split', 'whole'): raise OCKError(f"pack must be 'split' or 'whole', not {pack!r}")
         self.pack = pack
@@ -429,7 +481,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer, self.drop_last, self.strict = max(1, int(shuffle_buffer)), drop_last, strict
         self.text_field, self.tokenize_batch = text_field, max(1, int(tokenize_batch))
         self.encode = _Encoder(self.tokenizer, loss_on, eos_token_id=eos_token_id)
-        self.report = ReadReport()
+        self.report, self.max_record_bytes = ReadReport(), _record_limit(max_record_bytes)
         self._keep = None if self.dp_size == 1 else (lambda n, r=self.dp_rank, s=self.dp_size: (n - 1) % s == r)
         self._state = self._fresh_state()
 
@@ -656,7 +708,7 @@ def prepare_data(source: str, dest=None, include=None, unpack: bool = False, rev
 
 # %% ../nbs/10_data.ipynb #0aa195f9
 def data_stats(spec, tokenizer=None, samples: int = 3, strict: bool = False, text_field: str = 'text',
-               progress: bool = True) -> dict:
+               progress: bool = True, max_record_bytes: int | None = None) -> dict:
     "Files, records, bad records (by reason), characters, tokens (with a tokenizer) and a few samples of a data set or mixture."
     from tqdm.auto import tqdm
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
@@ -669,7 +721,8 @@ def data_stats(spec, tokenizer=None, samples: int = 3, strict: bool = False, tex
                 nonlocal n_tok, batch
                 if enc and batch: n_tok += sum(len(x) for x, _ in enc(batch))
                 batch = []
-            for line, _, rec in tqdm(scan_jsonl(f, strict=strict, text_field=text_field, report=report, log=False), desc=Path(f).name,
+            for line, _, rec in tqdm(scan_jsonl(f, strict=strict, text_field=text_field, report=report, log=False,
+                                                 max_record_bytes=max_record_bytes), desc=Path(f).name,
                                      unit=' rec', disable=not progress, leave=False):
                 t = rec[text_field]; n_chars += len(t)
                 if len(shown) < samples:

@@ -478,14 +478,20 @@ def load_moderator(spec: str | None = None, device: str = 'auto', **kwargs) -> M
 
 # %% ../nbs/50_moderation.ipynb #44ace789
 def read_inputs(path: str, field: str | None = None) -> list[tuple[str, str | None, str]]:
-    "`(text, gold label or None, where)` for each record of a .jsonl or text file (`-`: stdin, one text per line)."
-    if path == '-': lines, name, jsonl = sys.stdin.read().splitlines(), '<stdin>', False
+    """`(text, gold label or None, where)` for each record of a .jsonl or text file (`-`: stdin, one text per line);
+    a record whose text the tokenizer cannot encode (a lone surrogate) is reported on stderr and skipped."""
+    from openchatkit.data import text_problem
+    if path == '-':
+        raw = getattr(sys.stdin, 'buffer', None)
+        data, name, jsonl = raw.read() if raw is not None else sys.stdin.read().encode(), '<stdin>', False
     else:
         p = Path(path)
         if not p.is_file(): raise OCKError(f"{path}: no such file")
-        try: lines = p.read_text(encoding='utf-8').splitlines()
-        except UnicodeDecodeError: raise OCKError(f"{path}: not UTF-8 text")
-        name, jsonl = path, p.suffix.lower() in ('.jsonl', '.json')
+        data, name, jsonl = p.read_bytes(), path, p.suffix.lower() in ('.jsonl', '.json')
+    try: lines = [l.rstrip('\r') for l in data.decode('utf-8-sig').split('\n')]   # (U+2028 in a record is text)
+    except UnicodeDecodeError as e:
+        n = data.count(b'\n', 0, e.start) + 1
+        raise OCKError(f"{name}:{n}: not UTF-8 text (byte {e.start})") from None
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip(): continue
@@ -496,10 +502,13 @@ def read_inputs(path: str, field: str | None = None) -> list[tuple[str, str | No
         try:
             if field is not None:
                 if not isinstance(rec, dict) or not isinstance(rec.get(field), str): raise OCKError(f"no string field {field!r}")
-                out.append((rec[field], None, where)); continue
+                if why := text_problem(rec[field]): print(f"warning: skipping {where}: {why}", file=sys.stderr)
+                else: out.append((rec[field], None, where))
+                continue
             text, label = parse_record(rec)
         except OCKError as e: raise OCKError(f"{where}: {e}")
         if not text.strip(): raise OCKError(f"{where}: nothing to moderate: the text is empty")
+        if why := text_problem(text): print(f"warning: skipping {where}: {why}", file=sys.stderr); continue
         out.append((text, label, where))
     if not out: raise OCKError(f"{name}: no texts in it")
     return out
@@ -528,9 +537,11 @@ def ock_moderate(text:Param("texts to moderate", str, nargs="*", opt=False)=None
                  ):
     "Print the moderation label and the five label probabilities for each text."
     import json as _json
+    from openchatkit.data import text_problem
     items = [(t, None, f"argument {i}") for i, t in enumerate(text or [], 1)]
     for t, _, where in items:
         if not t.strip(): raise OCKError(f"{where}: nothing to moderate: the text is empty")
+        if why := text_problem(t): raise OCKError(f"{where}: not UTF-8 text ({why})")   # raw bytes from the shell
     if file is not None: items += read_inputs(file, field)
     if not items: raise OCKError("nothing to moderate: pass TEXT… or --file FILE")
     if long not in ('chunk', 'truncate', 'error'): raise OCKError(f"--long must be chunk, truncate or error, not {long!r}")

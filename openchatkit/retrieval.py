@@ -8,7 +8,6 @@ import os, re, io, sys, json, time, hashlib, html, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 import numpy as np
 import faiss
 from fastcore.script import Param
@@ -29,6 +28,11 @@ def _progress(it, total=None, desc=None, disable=False):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc, disable=disable, leave=False)
 
+def _text_problem(text):
+    "`openchatkit.data.text_problem`, imported when first needed (the data module brings torch)."
+    from openchatkit.data import text_problem as check
+    return check(text)
+
 def _warn(msg): print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 # %% ../nbs/40_retrieval.ipynb #b666114a
@@ -47,6 +51,8 @@ class Embedder:
         if isinstance(texts, str): texts = [texts]
         texts = list(texts)
         if not texts: return np.zeros((0, self.dim), dtype='float32')
+        for i, t in enumerate(texts, 1):                # a lone surrogate: a clear error, not the tokenizer's TypeError
+            if why := _text_problem(t): raise OCKError(f"cannot encode text {i}: {why}")
         v = np.ascontiguousarray(self._encode(texts, batch_size or self.batch_size, progress), dtype='float32')
         if self.normalize: v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         return v
@@ -265,30 +271,54 @@ def find_files(sources, recursive: bool = False) -> list[Path]:
         out += found
     return list(dict.fromkeys(out))
 
-class _HTMLText(HTMLParser):
-    _skip = {'script', 'style', 'head', 'noscript', 'svg', 'template'}
-    _block = {'p', 'div', 'br', 'li', 'ul', 'ol', 'tr', 'table', 'section', 'article', 'header', 'footer', 'blockquote',
-              'pre', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'title', 'dd', 'dt', 'hr', 'main', 'nav', 'aside'}
-    def __init__(self): super().__init__(convert_charrefs=True); self.parts, self.skip = [], 0
-    def handle_starttag(self, tag, attrs):
-        if tag in self._skip: self.skip += 1
-        elif tag in self._block: self.parts.append('\n\n')
-    def handle_endtag(self, tag):
-        if tag in self._skip: self.skip = max(0, self.skip - 1)
-        elif tag in self._block: self.parts.append('\n\n')
-    def handle_data(self, data):
-        if not self.skip: self.parts.append(data)
+_SKIP = {'script', 'style', 'head', 'noscript', 'svg', 'template'}
+_BLOCK = {'p', 'div', 'br', 'li', 'ul', 'ol', 'tr', 'table', 'section', 'article', 'header', 'footer', 'blockquote',
+          'pre', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'title', 'dd', 'dt', 'hr', 'main', 'nav', 'aside'}
+_TAG = re.compile(r'<(/?)([A-Za-z][\w:.-]*)')
+_TAG_REST = re.compile(r'''(?:[^>"']|"[^"]*"|'[^']*')*>''')            # attributes (quoted ones may hold '>'), then '>'
 
 def html_to_text(s: str) -> str:
-    "Visible text of an HTML page: scripts and styles dropped, block elements as paragraph breaks."
-    p = _HTMLText(); p.feed(s); p.close()
-    text = re.sub(r'[ \t\r\f\v]+', ' ', ''.join(p.parts))
+    """Visible text of an HTML page: scripts and styles dropped, block elements as paragraph breaks. A scan that only
+    moves forward (`html.parser` is quadratic on unclosed comments and tags: 200 kB of `<a` took 100 s); what is
+    left unclosed at the end is text, as `html.parser` has it."""
+    parts, i, n, skip = [], 0, len(s), 0
+    def rest(j): parts.extend([] if skip else [html.unescape(s[j:])]); return n
+    while i < n:
+        j = s.find('<', i)
+        j = n if j < 0 else j
+        if j > i and not skip: parts.append(html.unescape(s[i:j]))
+        if j == n: break
+        m = _TAG.match(s, j)
+        if m is None:
+            if s.startswith('<!--', j):                        # a comment
+                k = s.find('-->', j + 4); i = rest(j) if k < 0 else k + 3
+            elif s.startswith(('<!', '<?'), j):                # a declaration, a processing instruction
+                k = s.find('>', j + 2); i = rest(j) if k < 0 else k + 1
+            else:
+                if not skip: parts.append('<')                 # a '<' that starts no tag is text
+                i = j + 1
+            continue
+        e = _TAG_REST.match(s, m.end())                        # (fails on an unclosed quote, then there is no such
+        k = e.end() - 1 if e else s.find('>', m.end())         #  quote further on: at most twice a page)
+        if k < 0: i = rest(j); break
+        tag, end, i = m.group(2).lower(), m.group(1) == '/', k + 1
+        if tag in ('script', 'style') and not end and s[k - 1] != '/':   # raw text up to its end tag
+            c = re.compile(rf'</{tag}\s*>', re.I).search(s, i); i = n if c is None else c.end()
+        elif tag in _SKIP and s[k - 1] != '/': skip = max(0, skip - 1) if end else skip + 1
+        elif tag in _BLOCK: parts.append('\n\n')
+    text = re.sub(r'[ \t\r\f\v]+', ' ', ''.join(parts))
     return re.sub(r'\s*\n\s*\n\s*', '\n\n', text).strip()
+
+# link text has no brackets, a target no parentheses but one balanced pair (wiki/Foo_(bar)): so a search from
+# each '[' or '](' stops at the next one, and no text is scanned twice ('[' * 200_000 took 80 s)
+_MD_TARGET = r'\((?:[^()\n]|\([^()\n]*\))*\)'
+_MD_IMAGE = re.compile(r'!\[([^\[\]]*)\]' + _MD_TARGET)
+_MD_LINK = re.compile(r'\[([^\[\]]+)\]' + _MD_TARGET)
 
 def markdown_to_text(s: str) -> str:
     "Markdown with link/image syntax, heading marks and emphasis removed; lines keep their numbers."
-    s = re.sub(r'!\[([^\]]*)\]\([^)]*\)', r'\1', s)
-    s = re.sub(r'\[([^\]]+)\]\([^)]*\)', r'\1', s)
+    s = _MD_IMAGE.sub(r'\1', s)
+    s = _MD_LINK.sub(r'\1', s)
     s = re.sub(r'(?m)^\s{0,3}#{1,6}\s+', '', s)
     s = re.sub(r'(?m)^\s{0,3}```.*$', '', s)
     return re.sub(r'(\*\*|__|`)', '', s)
@@ -307,18 +337,22 @@ def read_documents(path, report=_warn) -> list[Doc]:
         report(f"skipped {src}: {e.strerror if isinstance(e, OSError) and e.strerror else e}"); return []
     suf = path.suffix.lower()
     if suf == '.jsonl':
-        docs, bad = [], []
-        for i, line in enumerate(text.splitlines(), 1):
+        docs, bad, unenc = [], [], []
+        for i, line in enumerate(text.split('\n'), 1):        # (not splitlines: U+2028 or U+0085 inside a record is text)
             if not line.strip(): continue
             try: rec = json.loads(line)
             except json.JSONDecodeError: bad.append(i); continue
             t = next((rec[k] for k in ('text', 'content', 'contents', 'body') if isinstance(rec, dict) and isinstance(rec.get(k), str)), None)
             if t is None: bad.append(i); continue
             rid = rec.get('id') if isinstance(rec, dict) else None
+            if why := _text_problem(t): unenc.append((i, why)); continue
             if t.strip(): docs.append(Doc(t, f"{src}#{rid}" if rid is not None else f"{src}:{i}", None))
         if bad: report(f"{src}: skipped {len(bad)} line(s) that are not JSON objects with a text field (first: line {bad[0]})")
+        if unenc:
+            more = f"; also line(s) {', '.join(str(i) for i, _ in unenc[1:6])}{' …' if len(unenc) > 6 else ''}" if len(unenc) > 1 else ''
+            report(f"{src}:{unenc[0][0]}: skipped {len(unenc)} record(s) whose text the tokenizer cannot encode ({unenc[0][1]}{more})")
         return docs
-    if suf in ('.html', '.htm'): return [Doc(html_to_text(text), src, None)] if text.strip() else []
+    if suf in ('.html', '.htm'): text = html_to_text(text); return [Doc(text, src, None)] if text.strip() else []
     if suf in ('.md', '.markdown'): text = markdown_to_text(text)
     return [Doc(text, src, 1)] if text.strip() else []
 
@@ -326,10 +360,11 @@ def read_documents(path, report=_warn) -> list[Doc]:
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'prof', 'sr', 'jr', 'st', 'vs', 'etc', 'e.g', 'i.e', 'fig', 'no', 'inc', 'ltd',
            'co', 'mt', 'approx', 'cf', 'al', 'u.s', 'jan', 'feb', 'mar', 'apr', 'jun', 'jul', 'aug', 'sep', 'sept',
            'oct', 'nov', 'dec', 'vol', 'p', 'pp', 'ch', 'sec'}
-_END = re.compile(r'[.!?…]+["\'”’)\]]*(?=\s)|\n[ \t]*\n\s*')
+_END = re.compile(r'(?<![.!?…])[.!?…]+["\'”’)\]]*(?=\s)|\n[ \t]*\n\s*')   # a run of stops is tried once, from its start
+_NEXT = re.compile(r'\s*(\S)')
 
 def split_sentences(text: str, max_chars: int = 1000) -> list[tuple[int, int]]:
-    "Character spans `(start, end)` of the sentences of `text`."
+    "Character spans `(start, end)` of the sentences of `text` (in time linear in its length, whatever its shape)."
     spans, start = [], 0
     def emit(s, e):
         while s < e and text[s].isspace(): s += 1
@@ -342,9 +377,10 @@ def split_sentences(text: str, max_chars: int = 1000) -> list[tuple[int, int]]:
         if e > s: spans.append((s, e))
     for m in _END.finditer(text):
         if m.group().strip():                          # punctuation, not a blank line
-            word = re.search(r'(\S+)$', text[start:m.start()])
-            w = word.group(1).lower().lstrip('("\'[') if word else ''
-            nxt = re.match(r'\s*(\S)', text[m.end():])
+            a = b = m.start(); lo = max(start, a - 32)   # the word before the stop (a longer one is no abbreviation)
+            while b > lo and not text[b - 1].isspace(): b -= 1
+            w = text[b:a].lower().lstrip('("\'[') if b > lo or b == start or text[b - 1].isspace() else ''
+            nxt = _NEXT.match(text, m.end())            # (matching in place: slicing the rest of the text was quadratic)
             if m.group()[0] == '.' and (w in _ABBREV or (len(w) == 1 and w.isalpha())): continue
             if nxt and nxt.group(1).islower(): continue
         emit(start, m.end()); start = m.end()
@@ -357,17 +393,19 @@ def chunk_document(doc: Doc, doc_id: int = 0, window: int = 3, stride: int | Non
     else: spans = split_sentences(doc.text, max_chars)
     stride = stride or window or 1
     out, n = [], len(spans)
+    if not n: return out                                # no text at all
     starts = [0]
     if window > 0:                                      # windows until one reaches the end (the last may be shorter)
         starts = []
         for i in range(0, max(n, 1), stride):
             starts.append(i)
             if i + window >= n: break
+    line, seen = doc.line, 0                             # lines counted as the windows move on, not from the top each time
     for pos, i in enumerate(starts):
         s, e = spans[i][0], spans[min(i + max(window, 1), n) - 1][1] if window > 0 else spans[0][1]
+        if line is not None: line += doc.text.count('\n', seen, s); seen = s
         text = ' '.join(doc.text[s:e].split())
         if not text: continue
-        line = None if doc.line is None else doc.line + doc.text.count('\n', 0, s)
         multi = len(starts) > 1
         source = f"{doc.source}:{line}" if line is not None else (f"{doc.source} ¶{pos + 1}" if multi else doc.source)
         out.append({'text': text, 'source': source, 'doc': doc_id, 'pos': pos, 'line': -1 if line is None else line})
@@ -445,7 +483,9 @@ def build_index_from_docs(docs, out, embedder=None, kind: str = 'auto', window: 
                           max_chars: int = 1000, expand_w: int = 5, threshold: float = 0.5, device='auto',
                           batch_size: int | None = None, progress: bool = True, files=None, **faiss_kw) -> Path:
     "Chunk, encode and index `docs` (a list of `Doc`) into the folder `out`."
-    docs = [d for d in docs if d.text.strip()]
+    for d in docs:
+        if why := _text_problem(d.text): _warn(f"skipped {d.source}: {why}")
+    docs = [d for d in docs if d.text.strip() and not _text_problem(d.text)]
     if not docs: raise OCKError("nothing to index: no document has any text")
     with _locked(out):
         return _build_from_docs(docs, out, embedder, kind, window, stride, max_chars, expand_w, threshold, device,
@@ -856,6 +896,7 @@ def ock_index(command:str, # build | add | search | info
     elif cmd == 'search':
         if len(args) < 2: raise OCKError('search needs DIR and a query: ock-index search DIR "query" [-k N]')
         if k < 1: raise OCKError(f"-k must be at least 1, got {k}")
+        if why := _text_problem(' '.join(args[1:])): raise OCKError(f"the query is not UTF-8 text ({why})")
         kw = {k_: v for k_, v in dict(threshold=threshold, nprobe=nprobe, ef_search=ef_search).items() if v is not None}
         r = load_retriever(args[0], embedder=embedder, device=device, **kw)
         _print_hits(r.search(' '.join(args[1:]), k=k, expand=not no_expand), as_json=json)
