@@ -13,7 +13,7 @@ from .core import OCKError
 from .inference import ChatModel, check_gen
 
 # %% auto #0
-__all__ = ['QueueFull', 'Seq', 'Engine', 'pick_tokens', 'make_seq', 'engine_generate']
+__all__ = ['QueueFull', 'Seq', 'Engine', 'pick_tokens', 'token_logprobs', 'make_seq', 'engine_generate']
 
 # %% ../nbs/31_engine.ipynb #9686c4dd
 class QueueFull(OCKError):
@@ -35,9 +35,19 @@ class Seq:
     last: int = 0                          # the sampled token still to be fed to the model
     rng: object = None
     text: object = None                    # its `TextStream`, from admission on
+    logprobs: int | None = None            # record each sampled token's log-probability and this many alternatives (None: don't)
+    prompt_logprobs: int | None = None     # the same for the prompt's tokens, at prefill (None: don't)
+    lps: list = field(default_factory=list)   # (token, logprob, [(token, logprob), ...]) per sampled token, end-of-text included
+    prompt_lps: list | None = None         # the same per prompt token; the first is None (nothing precedes it)
     def cancel(self):
         "Stop this sequence (its client went away): it leaves the batch at the next step."
         self.cancelled = True
+
+    def within(self, n_chars: int, start: int = 0) -> int:
+        "How many generated tokens (counting on from `start`) have their text wholly inside the first `n_chars` characters of the reply."
+        ids, k = list(self.gen_ids), start
+        while self.text is not None and k < len(ids) and len(self.text.reply(self.text.raw(ids[:k + 1]))) <= n_chars: k += 1
+        return k
 
 # %% ../nbs/31_engine.ipynb #12efd76e
 class Engine:
@@ -52,6 +62,8 @@ class Engine:
         self.batchable = None                  # decided on the first prefill: plain key/value layers?
         self.stats = dict(requests=0, sequences=0, tokens=0, steps=0, rejected=0, cancelled=0, max_active=0)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        # a prefill that reports prompt log-probabilities keeps the logits of every position: rows x length x vocab values
+        self.vocab, self.logit_budget = getattr(self.model.config, 'vocab_size', None) or len(self.tok), 1 << 27
         # a hold for tests: no forward pass starts while stats['tokens'] >= limit (None: no hold). A test sets it to
         # pause generation at an exact token count, then acts (disconnects, floods the queue) without racing the model.
         # Another process sets it through the file named by $OCK_ENGINE_HOLD (an integer; no file: no hold).
@@ -146,7 +158,10 @@ def _take(self: Engine) -> list:
     # batch only once the first prefill showed plain key/value layers; otherwise one sequence at a time
     room = self.max_batch - len(self.active) if self.batchable else (0 if self.active else 1)
     take, budget = [], self.prefill_tokens
-    while self.waiting and len(take) < room and (not take or budget >= len(self.waiting[0].ids)):
+    def fits(s):         # with prompt log-probabilities, the logits of every position of every row stay under `logit_budget`
+        if all(t.prompt_logprobs is None for t in take + [s]): return True
+        return (len(take) + 1) * max(len(t.ids) for t in take + [s]) * self.vocab <= self.logit_budget
+    while self.waiting and len(take) < room and (not take or (budget >= len(self.waiting[0].ids) and fits(self.waiting[0]))):
         s = self.waiting.pop(0); take.append(s); budget -= len(s.ids)
     self.admitting = take         # still counted as running while they are prefilled (no queue slot opens meanwhile)
     return take
@@ -159,10 +174,11 @@ def _left_pad(t, n, dim=-2):
     return torch.cat([t.new_zeros(shape), t], dim)
 
 @patch
-def _forward(self: Engine, ids, mask, cache):
-    "Logits of the last position of each row, with positions counted from each row's first real token."
+def _forward(self: Engine, ids, mask, cache, every: bool = False):
+    "Logits of the last position of each row (`every`: of all positions), with positions counted from each row's first real token."
     pos = (mask.cumsum(1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-    return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=0 if every else 1).logits
+    return out if every else out[:, -1, :]
 
 # %% ../nbs/31_engine.ipynb #e9a1c014
 @patch
@@ -175,13 +191,17 @@ def _admit(self: Engine, new):
         ids[i, L - len(s.ids):] = torch.tensor(s.ids, device=dev); mask[i, L - len(s.ids):] = 1
         self._prepare(s)
     cache = self.cm.new_cache()
-    logits = self._forward(ids, mask, cache)
+    every = any(s.prompt_logprobs is not None for s in new)
+    logits = self._forward(ids, mask, cache, every)
+    if every: self._prompt_logprobs(new, logits); logits = logits[:, -1, :]
     if self.batchable is None:
         self.batchable = all(type(l).__name__ == 'DynamicLayer' for l in getattr(cache, 'layers', [None]))
     if self.cache is None or not self.active: self.cache, self.mask = cache, mask
     else: self._merge(cache, mask)
     with self.cond: self.active.extend(new); self.admitting = []
     self.stats['max_active'] = max(self.stats['max_active'], len(self.active))
+    for s in new:
+        if s.max_new == 0: self._finish(s, 'length')          # the prompt's log-probabilities were all it asked for
     self._sample(new, logits)
 
 @patch
@@ -265,9 +285,33 @@ def _sample(self: Engine, seqs, logits):
     gens = [s.gen for _, s in live]
     hist = [s.ids + s.gen_ids for _, s in live] if any(g['repetition_penalty'] != 1.0 for g in gens) else None
     toks = pick_tokens(scores, gens, [s.rng for _, s in live], hist)
+    want = [j for j, (_, s) in enumerate(live) if s.logprobs is not None]
+    if want:
+        recs = token_logprobs(scores[torch.tensor(want, device=scores.device)], [toks[j] for j in want], [live[j][1].logprobs for j in want])
+        for j, r in zip(want, recs): live[j][1].lps.append(r)
     for (_, s), nxt in zip(live, toks):
         self.stats['tokens'] += 1
         self._advance(s, nxt)
+
+# %% ../nbs/31_engine.ipynb #a7c1e002
+def token_logprobs(logits, ids: list, top=0) -> list[tuple]:
+    "`(token, logprob, [(token, logprob), ...])` for each `ids[r]` under row `r` of `logits`, with row `r`'s `top` (an int, or one per row) most likely tokens."
+    lp = torch.log_softmax(logits.float(), -1)
+    tops = list(top) if isinstance(top, (list, tuple)) else [top] * len(ids)
+    chosen = lp.gather(1, torch.tensor(ids, device=lp.device)[:, None])[:, 0].tolist()
+    k = min(max(tops, default=0), lp.shape[-1])
+    v, t = lp.topk(k, -1) if k else (None, None)
+    alts = lambda r: list(zip(t[r, :tops[r]].tolist(), v[r, :tops[r]].tolist())) if k else []
+    return [(i, c, alts(r)) for r, (i, c) in enumerate(zip(ids, chosen))]
+
+@patch
+def _prompt_logprobs(self: Engine, seqs, logits):
+    "Give each of `seqs` that asks the log-probabilities of its prompt tokens, from the prefill's `logits` of every position [rows, length, vocab]."
+    L = logits.shape[1]
+    for r, s in enumerate(seqs):
+        if s.prompt_logprobs is None: continue
+        n = len(s.ids)                      # position j predicts token j+1; the first token has nothing before it
+        s.prompt_lps = [None] + (token_logprobs(logits[r, L - n:-1], s.ids[1:], s.prompt_logprobs) if n > 1 else [])
 
 # %% ../nbs/31_engine.ipynb #e9a1c018
 @patch
@@ -297,11 +341,13 @@ def _finish(self: Engine, s, reason, eos=False):
     self._send(s, ('done', reason, len(s.gen_ids) + int(eos), s.text.text))
 
 # %% ../nbs/31_engine.ipynb #47268f3d
-def make_seq(engine: Engine, prompt, emit, stream: bool = True, ignore_eos: bool = False, chat: bool = False, **gen) -> Seq:
-    "A `Seq` for `prompt` (text or token ids) with checked settings `gen`, sending its events to `emit`."
+def make_seq(engine: Engine, prompt, emit, stream: bool = True, ignore_eos: bool = False, chat: bool = False,
+             logprobs: int | None = None, prompt_logprobs: int | None = None, prompt_only: bool = False, **gen) -> Seq:
+    "A `Seq` for `prompt` (text or token ids) with checked settings `gen`, sending its events to `emit` (`prompt_only`: generate nothing)."
     g = check_gen(gen)
     ids, max_new = engine.cm.prompt_ids(prompt, g['max_new_tokens'])
-    return Seq(ids, g, emit, stream, ignore_eos, max_new=max_new, chat=chat)
+    return Seq(ids, g, emit, stream, ignore_eos, max_new=0 if prompt_only else max_new, chat=chat, logprobs=logprobs,
+               prompt_logprobs=prompt_logprobs)
 
 @torch.no_grad()
 def engine_generate(engine: Engine, prompts: list, timeout: float = 120, chat: bool = False, **gen) -> list[tuple[str, str, int]]:

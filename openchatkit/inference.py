@@ -109,11 +109,12 @@ class TextStream:
         "`ids` as text, exactly: no special token skipped, no space 'cleaned up'."
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
-    def raw(self) -> str:
-        "The reply's ids decoded as they read after the prompt (a tokenizer may drop a leading space at the start of a text)."
-        if not self.prefix: return self.decode(self.ids)
-        both = self.decode(self.prefix + self.ids)
-        return both[len(self.head):] if both.startswith(self.head) else self.decode(self.ids)
+    def raw(self, ids=None) -> str:
+        "The reply's ids (or `ids`) decoded as they read after the prompt (a tokenizer may drop a leading space at the start of a text)."
+        ids = self.ids if ids is None else list(ids)
+        if not self.prefix: return self.decode(ids)
+        both = self.decode(self.prefix + ids)
+        return both[len(self.head):] if both.startswith(self.head) else self.decode(ids)
 
     def reply(self, raw: str) -> str:
         "`raw` as shown: special tokens removed and, for a chat reply, its one leading space dropped (kept in `lead`)."

@@ -20,8 +20,10 @@ from .engine import Engine, QueueFull, make_seq
 from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'APIError', 'check_messages', 'check_common', 'is_loopback', 'check_bind',
-           'key_ok', 'Job', 'collect', 'stream_events', 'Service', 'make_app', 'ock_serve']
+__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError', 'check_messages', 'check_common',
+           'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job', 'token_text', 'gather', 'collect',
+           'released', 'stream_events', 'Service', 'check_input', 'check_response_options', 'output_message',
+           'response_object', 'response_status', 'response_events', 'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -74,7 +76,6 @@ def check_common(body: dict, context_length: int, default_max_tokens: int, max_n
     "Generation settings shared by both endpoints (OpenAI names → `ChatModel` names), checked."
     for k, what in UNSUPPORTED.items():
         if body.get(k): raise _bad(f"{what} ('{k}') are not supported by this server", k, 'unsupported_parameter')
-    if body.get('logprobs') not in (None, False, 0): raise _bad("'logprobs' is not supported by this server", 'logprobs', 'unsupported_parameter')
     rf = body.get('response_format')
     if rf not in (None, {'type': 'text'}): raise _bad("only response_format {'type': 'text'} is supported", 'response_format', 'unsupported_parameter')
     mt = body.get('max_completion_tokens', body.get('max_tokens'))
@@ -99,8 +100,21 @@ def check_common(body: dict, context_length: int, default_max_tokens: int, max_n
     if not isinstance(stream, bool): raise _bad("'stream' must be true or false", 'stream')
     so = body.get('stream_options') or {}
     if not isinstance(so, dict): raise _bad("'stream_options' must be an object", 'stream_options')
+    if body.get('stream_options') is not None and not stream:
+        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.", 'stream_options')
     return dict(gen={k: v for k, v in g.items() if v is not None}, n=n, stream=stream,
                 include_usage=bool(so.get('include_usage')), given_max=mt is not None, ignore_eos=_flag(body, 'ignore_eos'))
+
+# %% ../nbs/63_server.ipynb #b3d2f002
+def check_logprobs(body: dict, chat: bool) -> int | None:
+    "How many alternatives to report per token (None: no log-probabilities): chat `logprobs`/`top_logprobs`, completion `logprobs`."
+    if not chat: return _num(body, 'logprobs', 0, 20, None, int)
+    lp = body.get('logprobs')
+    if lp is not None and not isinstance(lp, bool): raise _bad("'logprobs' must be true or false", 'logprobs')
+    top = _num(body, 'top_logprobs', 0, 20, None, int)
+    if top is not None and not lp:
+        raise _bad("Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is specified.", 'top_logprobs')
+    return (top or 0) if lp else None
 
 # %% ../nbs/63_server.ipynb #0a1d3458
 LOOPBACK = ('localhost',)
@@ -155,9 +169,14 @@ class Job:
     moderated: bool = False
     prefix: list | None = None             # echoed prompts (text completions with `echo`)
     n: int = 1                             # choices per prompt
+    lp: int | None = None                  # log-probabilities asked: alternatives per token (None: not asked)
+    prompt_lp: bool = False                # ... of the echoed prompt too (text completions)
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def __post_init__(self): self.ntok, self.finish = [0] * len(self.seqs), [None] * len(self.seqs)
+    def __post_init__(self):
+        k = len(self.seqs)
+        self.ntok, self.finish = [0] * k, [None] * k
+        self.shown, self.sent, self.offset = [0] * k, [0] * k, [0] * k     # log-probabilities: characters shown, tokens reported
 
     def cancel(self):
         "Free the engine's slots: every sequence of this request leaves the batch."
@@ -170,18 +189,21 @@ class Job:
     def echo(self, i) -> str: return self.prefix[i // self.n] if self.prefix else ''
 
     def choice(self, i, text, finish) -> dict:
-        "Choice `i` of the whole answer."
-        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': None, 'finish_reason': finish}
-        return {'index': i, 'text': self.echo(i) + text, 'logprobs': None, 'finish_reason': finish}
+        "Choice `i` of the whole answer (with its log-probabilities, if asked: call once per choice)."
+        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
+        head = self.prompt_logprobs(i) if self.prompt_lp else None        # the echoed prompt's tokens come first
+        lp = self.logprobs(i, text, finish)
+        if head: lp = _joined(head, lp)
+        return {'index': i, 'text': self.echo(i) + text, 'logprobs': lp, 'finish_reason': finish}
 
-    def chunk(self, i, text, finish=None) -> dict:
+    def chunk(self, i, text, finish=None, logprobs=None) -> dict:
         "A streamed chunk of choice `i`: new `text` (None: none) and/or its finish reason."
         if self.chat:
             delta = {} if text is None else {'content': text}
             return {'id': self.rid, 'object': 'chat.completion.chunk', 'created': self.created, 'model': self.model,
-                    'choices': [{'index': i, 'delta': delta, 'logprobs': None, 'finish_reason': finish}]}
+                    'choices': [{'index': i, 'delta': delta, 'logprobs': logprobs, 'finish_reason': finish}]}
         return {'id': self.rid, 'object': 'text_completion', 'created': self.created, 'model': self.model,
-                'choices': [{'index': i, 'text': text or '', 'logprobs': None, 'finish_reason': finish}]}
+                'choices': [{'index': i, 'text': text or '', 'logprobs': logprobs, 'finish_reason': finish}]}
 
     async def release(self, fn, *args) -> str:
         "Call `fn` (a `Release` method): in a worker thread when a gate is asked (a check may take a while)."
@@ -193,9 +215,57 @@ class Job:
         text = await self.release(self.releases[i].end, ev[3])
         return text, 'content_filter' if self.releases[i].refused else ev[1]
 
+# %% ../nbs/63_server.ipynb #b3d2f005
+def token_text(tok, prev, t) -> str:
+    "Token `t`'s text where it follows token `prev` (None: at the start)."
+    dec = lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if prev is None: return dec([t])
+    a, b = dec([prev]), dec([prev, t])
+    return b[len(a):] if b.startswith(a) else dec([t])
+
+def _joined(a: dict, b: dict | None) -> dict:
+    "Two legacy log-probability objects as one (the prompt's, then the completion's)."
+    return {k: a[k] + b[k] for k in a} if b else a
+
+@patch
+def format_logprobs(self: Job, i, recs, prev) -> dict:
+    "Records `(token, logprob, alternatives)` of choice `i` (following token `prev`) in this endpoint's format."
+    tok, rows = self.seqs[i].text.tokenizer, []
+    for t, lp, alts in recs:
+        rows.append((token_text(tok, prev, t), lp, None if alts is None else [(token_text(tok, prev, a), v) for a, v in alts])); prev = t
+    if self.chat:
+        b = lambda s: list(s.encode('utf-8'))
+        return {'content': [{'token': t, 'logprob': lp, 'bytes': b(t), 'top_logprobs': [{'token': a, 'logprob': v, 'bytes': b(a)} for a, v in alts]}
+                            for t, lp, alts in rows], 'refusal': None}
+    offs = []
+    for t, _, _ in rows: offs.append(self.offset[i]); self.offset[i] += len(t)
+    return {'tokens': [t for t, _, _ in rows], 'token_logprobs': [lp for _, lp, _ in rows],
+            'top_logprobs': [None if alts is None else dict(alts) for _, _, alts in rows], 'text_offset': offs}
+
+# %% ../nbs/63_server.ipynb #b3d2f006
+@patch
+def logprobs(self: Job, i, text: str, finish=None) -> dict | None:
+    "Log-probabilities of choice `i`'s tokens that `text`, shown now, completes (`finish`: it ended); None if not asked."
+    if self.lp is None: return None
+    s = self.seqs[i]
+    self.shown[i] += len(text)
+    k = self.sent[i] if self.releases[i].refused else s.within(self.shown[i], self.sent[i])
+    recs = s.lps[self.sent[i]:k] + (s.lps[len(s.gen_ids):] if finish is not None and not self.chat else [])   # + end of text
+    prev = s.gen_ids[self.sent[i] - 1] if self.sent[i] else s.ids[-1]
+    self.sent[i] = k
+    return self.format_logprobs(i, recs, prev)
+
+@patch
+def prompt_logprobs(self: Job, i) -> dict:
+    "The echoed prompt's tokens of choice `i` with their log-probabilities (legacy format)."
+    s = self.seqs[i]
+    head = {'tokens': [token_text(s.text.tokenizer, None, s.ids[0])], 'token_logprobs': [None], 'top_logprobs': [None], 'text_offset': [0]}
+    self.offset[i] = len(head['tokens'][0])
+    return _joined(head, self.format_logprobs(i, s.prompt_lps[1:], s.ids[0]))
+
 # %% ../nbs/63_server.ipynb #5e7a0002
-async def collect(request, job: Job) -> JSONResponse | None:
-    "The whole answer to `job` as one JSON response (None if the client went away first)."
+async def gather(request, job: Job) -> tuple[list, list] | None:
+    "Wait for every choice of `job`: their released texts and finish reasons (None if the client went away first)."
     texts, fins, left = [''] * len(job.seqs), [None] * len(job.seqs), len(job.seqs)
     try:
         while left:
@@ -206,11 +276,35 @@ async def collect(request, job: Job) -> JSONResponse | None:
             if ev[0] == 'error': raise APIError(500, ev[1], 'server_error')
             if ev[0] == 'done': texts[i], fins[i] = await job.done(i, ev); left -= 1
     finally: job.cancel()
+    return texts, fins
+
+async def collect(request, job: Job) -> JSONResponse | None:
+    "The whole answer to `job` as one JSON response (None if the client went away first)."
+    got = await gather(request, job)
+    if got is None: return None
     return JSONResponse({'id': job.rid, 'object': 'chat.completion' if job.chat else 'text_completion', 'created': job.created,
-                         'model': job.model, 'choices': [job.choice(i, t, f) for i, (t, f) in enumerate(zip(texts, fins))],
+                         'model': job.model, 'choices': [job.choice(i, t, f) for i, (t, f) in enumerate(zip(*got))],
                          'usage': job.usage()})
 
 # %% ../nbs/63_server.ipynb #5e7a0003
+async def released(job: Job):
+    "`job`'s text as it is released: `(i, text, None)` for new text of choice `i`, `(i, text, finish)` at its end; `(None, message, 'error')` ends it."
+    closed, left = set(), len(job.seqs)
+    while left:
+        i, ev = await job.events.get()
+        if i in closed: continue
+        if ev[0] == 'error': yield None, ev[1], 'error'; return
+        if ev[0] == 'delta':
+            rel = job.releases[i]
+            text = await job.release(rel.feed, ev[1])
+            if not rel.refused:
+                if text: yield i, text, None
+                continue
+            job.seqs[i].cancel(); job.ntok[i] = len(job.seqs[i].gen_ids); fin = 'content_filter'
+        else: text, fin = await job.done(i, ev)
+        yield i, text, fin
+        closed.add(i); left -= 1
+
 async def stream_events(job: Job, include_usage: bool = False):
     "The answer to `job` as server-sent events: a first chunk per choice, released text, finish reasons, usage, `[DONE]`."
     try:
@@ -218,23 +312,13 @@ async def stream_events(job: Job, include_usage: bool = False):
             if job.chat:
                 first = job.chunk(i, ''); first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
                 yield _sse(first)
-            elif job.prefix: yield _sse(job.chunk(i, job.echo(i)))
-        closed, left = set(), len(job.seqs)
-        while left:
-            i, ev = await job.events.get()
-            if i in closed: continue
-            if ev[0] == 'error': yield _sse(APIError(500, ev[1], 'server_error').body()); break
-            if ev[0] == 'delta':
-                rel = job.releases[i]
-                text = await job.release(rel.feed, ev[1])
-                if not rel.refused:
-                    if text: yield _sse(job.chunk(i, text))
-                    continue
-                job.seqs[i].cancel(); job.ntok[i] = len(job.seqs[i].gen_ids); fin = 'content_filter'
-            else: text, fin = await job.done(i, ev)
-            if text: yield _sse(job.chunk(i, text))
-            yield _sse(job.chunk(i, None, fin))
-            closed.add(i); left -= 1
+        echoed = set()
+        async for i, text, fin in released(job):
+            if i is None: yield _sse(APIError(500, text, 'server_error').body()); break
+            if job.prefix and i not in echoed:     # the echoed prompt, once its log-probabilities are known (after the prefill)
+                echoed.add(i); yield _sse(job.chunk(i, job.echo(i), logprobs=job.prompt_logprobs(i) if job.prompt_lp else None))
+            if text: yield _sse(job.chunk(i, text, logprobs=job.logprobs(i, text)))
+            if fin is not None: yield _sse(job.chunk(i, None, fin, logprobs=job.logprobs(i, '', fin)))
         else:
             if include_usage:
                 yield _sse({'id': job.rid, 'object': 'chat.completion.chunk' if job.chat else 'text_completion',
@@ -299,8 +383,8 @@ async def model(self: Service, model_id: str) -> dict:
 
 # %% ../nbs/63_server.ipynb #5e7a0007
 @patch
-async def run(self: Service, request, prompts_ids, opts, chat, rid, prefix=None):
-    "Submit the sequences of a checked request to the engine; answer as JSON or SSE."
+def submit(self: Service, prompts_ids, opts, chat, rid, prefix=None) -> Job:
+    "Submit the sequences of a checked request to the engine: its `Job`."
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
     gen = dict(opts['gen'])
     if chat: gen['stop'] = tuple(GEN_DEFAULTS['stop']) + tuple(gen.get('stop', ()))
@@ -310,12 +394,20 @@ async def run(self: Service, request, prompts_ids, opts, chat, rid, prefix=None)
             g = dict(gen)
             if g.get('seed') is not None: g['seed'] = g['seed'] + j
             emit = lambda ev, i=len(seqs): loop.call_soon_threadsafe(q.put_nowait, (i, ev))
-            seqs.append(make_seq(self.engine, ids, emit, opts['stream'], opts['ignore_eos'], chat=chat, **g))
+            seqs.append(make_seq(self.engine, ids, emit, opts['stream'], opts['ignore_eos'], chat=chat, logprobs=opts.get('logprobs'),
+                                 prompt_logprobs=opts.get('logprobs') if opts.get('prompt_logprobs') else None,
+                                 prompt_only=opts.get('prompt_only', False), **g))
     try: self.engine.submit(seqs)
     except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
     moderated = chat and self.gate is not None
-    job = Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
-              [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'])
+    return Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
+               [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'],
+               opts.get('logprobs'), bool(opts.get('prompt_logprobs')))
+
+@patch
+async def run(self: Service, request, prompts_ids, opts, chat, rid, prefix=None):
+    "Submit the sequences of a checked request to the engine; answer as JSON or SSE."
+    job = self.submit(prompts_ids, opts, chat, rid, prefix)
     if not opts['stream']: return await collect(request, job)
     return StreamingResponse(stream_events(job, opts['include_usage']), media_type='text/event-stream',
                              headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
@@ -354,17 +446,25 @@ async def chat_completions(self: Service, request: Request):
     self.check_model(body)
     msgs = check_messages(body.get('messages'))
     opts = check_common(body, self.cm.context_length, self.default_max_tokens, self.engine.max_batch)
+    opts['logprobs'] = check_logprobs(body, chat=True)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
+    refused, ids = await self.chat_input(body, msgs, opts)
+    if refused is not None: return self.refusal(rid, refused, opts)
+    return await self.run(request, [ids], opts, True, rid)
+
+@patch
+async def chat_input(self: Service, body: dict, msgs: list, opts: dict) -> tuple[str | None, list | None]:
+    "A chat request's way in: `(refusal, None)` if the gate refuses the last user message, else `(None, prompt ids)` with retrieved passages."
     last_user = next(m['content'] for m in reversed(msgs) if m['role'] in ('user', 'context'))
     if self.gate is not None:
         action, msg, _ = await asyncio.to_thread(check_message, self.gate, last_user)
-        if action == 'refuse': return self.refusal(rid, msg, opts)
+        if action == 'refuse': return msg, None
     use_retrieval = body.get('retrieval', True)
     if not isinstance(use_retrieval, bool): raise _bad("'retrieval' must be true or false", 'retrieval')
     if self.retriever is not None and use_retrieval:
         hits = await asyncio.to_thread(find_context, self.retriever, last_user, self.k)
         msgs = msgs[:-1] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[-1:]
-    return await self.run(request, [self.cm.encode(self.chat_prompt(msgs, opts))], opts, True, rid)
+    return None, self.cm.encode(self.chat_prompt(msgs, opts))
 
 # %% ../nbs/63_server.ipynb #5e7a0009
 def _prompts(p) -> list:
@@ -382,8 +482,13 @@ async def completions(self: Service, request: Request):
     self.check_model(body)
     prompts, cm, engine = _prompts(body.get('prompt')), self.cm, self.engine
     if body.get('suffix'): raise _bad("'suffix' is not supported by this server", 'suffix', 'unsupported_parameter')
-    opts = check_common({'max_tokens': 16, **body} if body.get('max_tokens') is None and body.get('max_completion_tokens') is None else body,
-                        cm.context_length, self.default_max_tokens, engine.max_batch)
+    echo, mt = body.get('echo', False), body.get('max_tokens')
+    if not isinstance(echo, bool): raise _bad("'echo' must be true or false", 'echo')
+    only = echo and mt == 0 and not isinstance(mt, bool)      # echo with max_tokens 0: the prompt (and its log-probabilities) only
+    opts = check_common({'max_tokens': 16, **body} if mt is None and body.get('max_completion_tokens') is None else
+                        {**body, 'max_tokens': 1} if only else body, cm.context_length, self.default_max_tokens, engine.max_batch)
+    opts['logprobs'] = check_logprobs(body, chat=False)
+    opts.update(prompt_logprobs=echo and opts['logprobs'] is not None, prompt_only=only)
     if len(prompts) * opts['n'] > engine.max_batch:
         raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
     vocab, ids = cm.model.config.vocab_size, []
@@ -394,8 +499,125 @@ async def completions(self: Service, request: Request):
             raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
                        f"and max_tokens is {opts['gen']['max_new_tokens']}", 'prompt', 'context_length_exceeded')
         ids.append(t)
-    prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if body.get('echo', False) else None
+    prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if echo else None
     return await self.run(request, ids, opts, False, f"cmpl-{uuid.uuid4().hex}", prefix=prefix)
+
+# %% ../nbs/63_server.ipynb #c4e5a002
+import re, itertools
+RESPONSES_UNSUPPORTED = {'tools': 'tools', 'previous_response_id': 'stored responses (previous_response_id)', 'conversation': 'conversations',
+                         'background': 'background responses', 'prompt': 'prompt templates', 'include': "extra output ('include')",
+                         'reasoning': 'reasoning options', 'top_logprobs': 'log-probabilities'}
+
+def check_input(body: dict) -> list[dict]:
+    "The Responses API's `instructions` and `input` (a string, or messages with text parts) as checked chat messages."
+    inp, ins = body.get('input'), body.get('instructions')
+    if isinstance(inp, str): inp = [{'role': 'user', 'content': inp}]
+    if not isinstance(inp, list) or not inp: raise _bad("'input' must be a string or a non-empty array of input messages", 'input')
+    if ins is not None and not isinstance(ins, str): raise _bad("'instructions' must be a string", 'instructions')
+    head, msgs = [{'role': 'system', 'content': ins}] if ins else [], []
+    for i, m in enumerate(inp):
+        kind = m.get('type', 'message') if isinstance(m, dict) else type(m).__name__
+        if kind != 'message' or 'role' not in m:
+            raise _bad(f"'input[{i}]': only messages with text are supported, not {json.dumps(kind)[:40]} items", f'input[{i}]', 'unsupported_parameter')
+        c = m.get('content')
+        if isinstance(c, list):
+            for j, x in enumerate(c):
+                t = x.get('type') if isinstance(x, dict) else None
+                if t not in ('input_text', 'output_text') or not isinstance(x.get('text'), str):
+                    raise _bad(f"'input[{i}].content[{j}]': only text parts (input_text) are supported, not {json.dumps(t)[:40]}",
+                               f'input[{i}].content[{j}]', 'unsupported_parameter')
+            c = [{'type': 'text', 'text': x['text']} for x in c]
+        msgs.append({'role': m['role'], 'content': c})
+    try: return check_messages(head + msgs)
+    except APIError as e:                     # name the field the request has: input[i], not messages[i]
+        fix = lambda s: re.sub(r'messages\[(\d+)\]', lambda g: f'input[{int(g[1]) - len(head)}]', s) if s else s
+        e.param, e.message = fix(e.param), fix(e.message); raise
+
+# %% ../nbs/63_server.ipynb #c4e5a003
+def check_response_options(body: dict, context_length: int, default_max_tokens: int) -> dict:
+    "A Responses request's generation settings, checked as a chat request's; 400 `unsupported_parameter` for what this server does not do."
+    for k, what in RESPONSES_UNSUPPORTED.items():
+        if body.get(k): raise _bad(f"{what} are not supported by this server", k, 'unsupported_parameter')
+    if body.get('store'): raise _bad("this server does not store responses: send 'store': false", 'store', 'unsupported_parameter')
+    if body.get('tool_choice') not in (None, 'none', 'auto'): raise _bad("tools are not supported by this server", 'tool_choice', 'unsupported_parameter')
+    t = body.get('text')
+    if t is not None and not (isinstance(t, dict) and t.get('format') in (None, {'type': 'text'})):
+        raise _bad("only text output (text.format {'type': 'text'}) is supported", 'text.format', 'unsupported_parameter')
+    keep = {k: body[k] for k in ('temperature', 'top_p', 'top_k', 'repetition_penalty', 'seed', 'stream', 'stream_options', 'ignore_eos') if k in body}
+    try: return check_common({**keep, 'max_tokens': body.get('max_output_tokens')}, context_length, default_max_tokens, 1)
+    except APIError as e:
+        if e.param == 'max_tokens': e.param, e.message = 'max_output_tokens', e.message.replace("'max_tokens'", "'max_output_tokens'")
+        raise
+
+# %% ../nbs/63_server.ipynb #c4e5a005
+def output_message(mid: str, text: str | None, status: str = 'completed') -> dict:
+    "The assistant's output message (`text` None: no text part yet)."
+    return {'id': mid, 'type': 'message', 'role': 'assistant', 'status': status,
+            'content': [] if text is None else [{'type': 'output_text', 'text': text, 'annotations': [], 'logprobs': []}]}
+
+def response_object(job: Job, body: dict, status: str = 'in_progress', item: dict | None = None, reason: str | None = None, usage: bool = False) -> dict:
+    "`job`'s `response` object: its `status`, the output message `item`, why it is incomplete, its usage (once done)."
+    u = job.usage()
+    return {'id': job.rid, 'object': 'response', 'created_at': job.created, 'status': status, 'error': None,
+            'incomplete_details': {'reason': reason} if reason else None, 'instructions': body.get('instructions'),
+            'max_output_tokens': body.get('max_output_tokens'), 'model': job.model, 'output': [item] if item else [],
+            'parallel_tool_calls': False, 'previous_response_id': None, 'store': False, 'temperature': body.get('temperature'),
+            'top_p': body.get('top_p'), 'text': {'format': {'type': 'text'}}, 'tool_choice': 'none', 'tools': [],
+            'truncation': 'disabled', 'metadata': body.get('metadata') or {},
+            'usage': {'input_tokens': u['prompt_tokens'], 'input_tokens_details': {'cached_tokens': 0, 'cache_write_tokens': 0},
+                      'output_tokens': u['completion_tokens'], 'output_tokens_details': {'reasoning_tokens': 0},
+                      'total_tokens': u['total_tokens']} if usage else None}
+
+def response_status(finish: str) -> tuple[str, str | None]:
+    "A finish reason as a response's status and why it is incomplete."
+    return ('completed', None) if finish == 'stop' else ('incomplete', 'max_output_tokens' if finish == 'length' else finish)
+
+# %% ../nbs/63_server.ipynb #c4e5a006
+async def response_events(job: Job, body: dict, mid: str, refusal: str | None = None):
+    "The Responses API's server-sent events for `job` (or a `refusal`): created, in progress, the message and its text part, text deltas, their ends, completed (or incomplete)."
+    seq = itertools.count()
+    def ev(kind, **kw): return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **kw}, ensure_ascii=False)}\n\n"
+    at = dict(item_id=mid, output_index=0, content_index=0)
+    part = lambda text: {'type': 'output_text', 'text': text, 'annotations': [], 'logprobs': []}
+    try:
+        yield ev('response.created', response=response_object(job, body)); yield ev('response.in_progress', response=response_object(job, body))
+        yield ev('response.output_item.added', output_index=0, item=output_message(mid, None, 'in_progress'))
+        yield ev('response.content_part.added', **at, part=part(''))
+        text, fin = refusal or '', 'content_filter'
+        if refusal: yield ev('response.output_text.delta', **at, delta=refusal, logprobs=[])
+        else:
+            async for _, piece, f in released(job):
+                if f == 'error': yield ev('error', code='server_error', message=piece, param=None); return
+                if piece: text += piece; yield ev('response.output_text.delta', **at, delta=piece, logprobs=[])
+                fin = f or fin
+        status, reason = response_status(fin)
+        yield ev('response.output_text.done', **at, text=text, logprobs=[])
+        yield ev('response.content_part.done', **at, part=part(text))
+        item = output_message(mid, text, status)
+        yield ev('response.output_item.done', output_index=0, item=item)
+        yield ev(f'response.{status}', response=response_object(job, body, status, item, reason, usage=True))
+    finally: job.cancel()
+
+@patch
+async def responses(self: Service, request: Request):
+    "`POST /v1/responses`: text in, text out, streamed or not; the chat way in (`chat_input`) and the engine."
+    body = await _read_json(request, self.max_body)
+    self.check_model(body)
+    msgs = check_input(body)
+    opts = check_response_options(body, self.cm.context_length, self.default_max_tokens)
+    rid, mid = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
+    refused, ids = await self.chat_input(body, msgs, opts)
+    job = Job([], None, rid, self.name, True, 0, []) if refused is not None else self.submit([ids], opts, True, rid)
+    if opts['stream']:
+        return StreamingResponse(response_events(job, body, mid, refused), media_type='text/event-stream',
+                                 headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
+    if refused is not None: text, fin = refused, 'content_filter'
+    else:
+        got = await gather(request, job)
+        if got is None: return None
+        text, fin = got[0][0], got[1][0]
+    status, reason = response_status(fin)
+    return JSONResponse(response_object(job, body, status, output_message(mid, text, status), reason, usage=True))
 
 # %% ../nbs/63_server.ipynb #5e7a0010
 async def _api_error(request, e: APIError): return JSONResponse(e.body(), e.status, headers=e.headers)
@@ -427,6 +649,7 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
     app.add_api_route('/v1/models/{model_id:path}', svc.model, methods=['GET'], dependencies=key)
     app.add_api_route('/v1/chat/completions', svc.chat_completions, methods=['POST'], dependencies=key)
     app.add_api_route('/v1/completions', svc.completions, methods=['POST'], dependencies=key)
+    app.add_api_route('/v1/responses', svc.responses, methods=['POST'], dependencies=key)
     return app
 
 # %% ../nbs/63_server.ipynb #fbc63138

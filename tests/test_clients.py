@@ -87,7 +87,6 @@ def test_openai_errors_are_sdk_exceptions(oai, name):
     assert e.value.code == 'context_length_exceeded'
     with pytest.raises(openai.BadRequestError): oai.completions.create(model=name, prompt='hi', max_tokens=8, n=10**6)
 
-@pytest.mark.xfail(strict=False, reason='awaiting /v1/responses')
 @pytest.mark.timeout(600)
 def test_openai_responses_api(oai, name, cm):
     kw = dict(model=name, instructions=MSGS[0]['content'], input=MSGS[1]['content'], max_output_tokens=N, temperature=0,

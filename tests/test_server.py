@@ -161,6 +161,59 @@ def test_validation_raw_http(server):
     r = httpx.post(url, json={**ok, 'messages': long + [{'role': 'user', 'content': 'last'}], 'max_tokens': 8})
     assert r.status_code == 200 and r.json()['usage']['prompt_tokens'] <= 512 - 8
 
+@pytest.mark.timeout(600)
+def test_openai_option_pairs(server):
+    "Failed before: both requests answered 200 (the options were silently ignored)."
+    import openai
+    c = openai.OpenAI(base_url=server + '/v1', api_key='unused', max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e: c.chat.completions.create(model='tiny-chat', messages=MSGS, max_tokens=2, top_logprobs=2)
+    assert e.value.param == 'top_logprobs'
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model='tiny-chat', messages=MSGS, max_tokens=2, stream_options={'include_usage': True})
+    assert e.value.param == 'stream_options' and "only allowed when 'stream' is enabled" in e.value.message
+
+@pytest.mark.timeout(600)
+def test_logprobs_through_the_sdk(server):
+    "Failed before: 400 'logprobs' is not supported by this server."
+    from openai import OpenAI
+    c = OpenAI(base_url=server + '/v1', api_key='unused', max_retries=0)
+    kw = dict(model='tiny-chat', messages=MSGS, max_tokens=8, temperature=0, seed=7, logprobs=True, top_logprobs=3)
+    r = c.chat.completions.create(**kw).choices[0]
+    toks = r.logprobs.content
+    assert toks and ''.join(t.token for t in toks).removeprefix(' ') == r.message.content
+    assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob == t.logprob <= 0 for t in toks)     # greedy: the top token
+    streamed = [t for x in c.chat.completions.create(**kw, stream=True) if x.choices and x.choices[0].logprobs
+                for t in x.choices[0].logprobs.content or []]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in toks]
+    # text completions: the prompt's log-probabilities with echo and max_tokens 0, as scoring harnesses ask
+    t = c.completions.create(model='tiny-chat', prompt='The quick brown fox', echo=True, logprobs=1, max_tokens=0).choices[0]
+    assert t.text == 'The quick brown fox' and ''.join(t.logprobs.tokens) == t.text and t.logprobs.token_logprobs[0] is None
+    assert all(v <= 0 for v in t.logprobs.token_logprobs[1:]) and all(len(d) == 1 for d in t.logprobs.top_logprobs[1:])
+
+@pytest.mark.timeout(600)
+def test_responses_api_through_the_sdk(server):
+    "Failed before: 404 (no /v1/responses)."
+    import openai
+    c = openai.OpenAI(base_url=server + '/v1', api_key='unused', max_retries=0)
+    kw = dict(model='tiny-chat', instructions=MSGS[0]['content'], input=MSGS[1]['content'], max_output_tokens=12, temperature=0,
+              extra_body={'seed': 7})
+    r = c.responses.create(**kw)
+    chat = c.chat.completions.create(model='tiny-chat', messages=MSGS, max_tokens=12, temperature=0, seed=7)
+    assert r.object == 'response' and r.output_text == chat.choices[0].message.content
+    assert r.status == ('completed' if chat.choices[0].finish_reason == 'stop' else 'incomplete')
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (chat.usage.prompt_tokens, chat.usage.completion_tokens)
+    # input messages with input_text parts read as the same prompt
+    r2 = c.responses.create(**{**kw, 'input': [{'role': 'user', 'content': [{'type': 'input_text', 'text': MSGS[1]['content']}]}]})
+    assert r2.output_text == r.output_text
+    with c.responses.stream(**{**kw, 'max_output_tokens': 2}) as s:            # cut short: response.incomplete
+        types = [ev.type for ev in s]
+    assert types[0] == 'response.created' and types[-1] == 'response.incomplete'
+    for bad, param in [({'tools': [{'type': 'function', 'name': 'f', 'parameters': {}}]}, 'tools'),
+                       ({'previous_response_id': 'resp_x'}, 'previous_response_id'), ({'store': True}, 'store'),
+                       ({'input': [{'role': 'user', 'content': [{'type': 'input_image', 'image_url': 'http://x/y.png'}]}]}, 'input[0].content[0]')]:
+        with pytest.raises(openai.BadRequestError) as e: c.responses.create(**{**kw, **bad})
+        assert e.value.param == param and e.value.code == 'unsupported_parameter', e.value
+
 @pytest.fixture(scope='module')
 def small_hold(tmp_path_factory): return Hold(tmp_path_factory.mktemp('hold_small')/'limit')
 
