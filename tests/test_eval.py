@@ -13,7 +13,11 @@ pytestmark = pytest.mark.skipif(default_model() is None, reason='no shipped mode
 
 def ock_eval(*args, timeout=300):
     exe = Path(sys.executable).with_name('ock-eval')
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'from openchatkit.eval import ock_eval; ock_eval()']
+    if not exe.exists():            # an install older than the script: run what its entry point would run
+        import tempfile
+        exe = Path(tempfile.gettempdir())/'ock-eval-entry.py'
+        exe.write_text('import sys\nfrom openchatkit.eval import ock_eval\nsys.exit(ock_eval())\n')
+    cmd = [str(exe)] if exe.suffix != '.py' else [sys.executable, str(exe)]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 def test_lm_eval_local_task_on_shipped_model(tmp_path):
