@@ -13,8 +13,8 @@ from .core import OCKError
 __all__ = ['SPLIT_SEED', 'CONS', 'VOWELS', 'WEEKDAYS', 'SKILLS', 'UNITS', 'PRODUCTS', 'JOBS', 'COLOURS', 'GOODS', 'QUESTIONS',
            'SMALL_TALK', 'MOD_LABELS', 'pseudo_word', 'preamble', 'heldout_items', 'skill_qa', 'skill_examples',
            'iter_skill_examples', 'fact_corpus', 'fact_questions', 'fresh_fact_docs', 'grounded_example',
-           'chat_examples', 'moderation_examples', 'evaluate_exact_match', 'em_table', 'write_fact_corpus',
-           'write_chat_data', 'write_moderation_data']
+           'chat_examples', 'iter_conversations', 'conversation_examples', 'conversation_tests', 'moderation_examples',
+           'evaluate_exact_match', 'em_table', 'write_fact_corpus', 'write_chat_data', 'write_moderation_data']
 
 # %% ../nbs/11_synthetic.ipynb #56a2b728
 SPLIT_SEED = 1234          # chooses every held-out split; independent of the data seed
@@ -251,11 +251,13 @@ def grounded_example(doc: dict, q: dict, pre: str = '') -> dict:
 
 def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float = 0.15, p_talk: float = 0.03,
                   p_preamble: float = 0.85, docs: list[dict] | None = None, skill_weights: dict | None = None,
-                  fresh: bool = True) -> list[dict]:
+                  fresh: bool = True, p_conv: float = 0.0, max_tokens: int = 256, count=None,
+                  conv_kw: dict | None = None) -> list[dict]:
     """`n` training records `{'text': …}` in OIG form: skills, multi-turn chats, grounded reading, small talk.
     Reading examples are about a new invented entity each time (`fresh`, never one of the held-out entities of `docs`)
     or, with `fresh=False`, about the training entities of `docs`. `skill_weights` (`{skill: weight}`) skews the
-    skill exchanges toward the skills that need more data."""
+    skill exchanges toward the skills that need more data. A share `p_conv` of the rows are long conversations
+    (`iter_conversations`, up to `max_tokens` tokens by `count`, `conv_kw` for its other settings)."""
     r = random.Random(f"chat-{seed}")
     docs = docs if docs is not None else fact_corpus(0)
     if fresh:
@@ -269,8 +271,10 @@ def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float
         qs, byid = fact_questions(train_docs), {d['id']: d for d in train_docs}
         def reading(): q = r.choice(qs); return byid[q['doc_id']], q
     skills = iter_skill_examples(seed, 'train', p_preamble=0, weights=skill_weights)
-    out = []
+    convs = iter_conversations(seed, max_tokens, count, skill_weights=skill_weights, docs=docs, **(conv_kw or {})) if p_conv else None
+    rc, out = random.Random(f"conv-pick-{seed}"), []
     for _ in range(n):
+        if convs is not None and rc.random() < p_conv: out.append({'text': next(convs)['text']}); continue
         pre = preamble(r) if r.random() < p_preamble else ''
         u = r.random()
         if u < p_grounded:
@@ -280,6 +284,65 @@ def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float
         k = r.choice([2, 3]) if u < p_grounded + p_talk + p_multi else 1
         turns = [next(skills) for _ in range(k)]
         out.append({'text': pre + '\n'.join(_exchange(e['question'], e['answer']) for e in turns)})
+    return out
+
+# %% ../nbs/11_synthetic.ipynb #0792b321
+def _approx_tokens(text: str) -> int: return len(text) // 2 + 1
+
+def iter_conversations(seed: int = 0, max_tokens: int = 256, count=None, skill_weights: dict | None = None,
+                       p_grounded: float = 0.15, p_talk: float = 0.08, p_preamble: float = 0.9, min_fill: float = 0.3,
+                       docs: list[dict] | None = None):
+    "The endless stream behind `conversation_examples`: `{'text', 'turns'}` chats of at most `max_tokens` tokens."
+    r, count = random.Random(f"conversation-{seed}"), count or _approx_tokens
+    docs = docs if docs is not None else fact_corpus(0)
+    new_docs = fresh_fact_docs(f"{seed}-conv", exclude=[d for d in docs if d['split'] != 'train'])
+    skills = iter_skill_examples(f"{seed}-conv", 'train', p_preamble=0, weights=skill_weights)
+    budget = max_tokens - 2                            # the end-of-text token the packer appends, and a spare
+    while True:
+        pre = preamble(r) if r.random() < p_preamble else ''
+        target, used, parts, kinds = r.randint(int(min_fill * budget), budget), count(pre) if pre else 0, [], []
+        while True:
+            u = r.random()
+            if u < p_grounded:
+                d = next(new_docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
+                q = r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title'])
+                ex, kind = f"<human>: {d['text']}\n" + _exchange(q, d['facts'][attr]), 'grounded'
+            elif u < p_grounded + p_talk:
+                qs_, as_ = r.choice(SMALL_TALK); ex, kind = _exchange(r.choice(qs_), r.choice(as_)), 'talk'
+            else:
+                e = next(skills); ex, kind = _exchange(e['question'], e['answer']), e['skill']
+            n = count(ex) + (1 if parts else 0)
+            if used + n > target and len(parts) >= 2 or used + n > budget: break
+            parts.append(ex); kinds.append(kind); used += n
+        yield {'text': pre + '\n'.join(parts), 'turns': kinds}
+
+def conversation_examples(n: int, seed: int = 0, max_tokens: int = 256, count=None, **kw) -> list[dict]:
+    """`n` multi-turn training chats `{'text': …}` of at most `max_tokens` tokens (by `count`): skill questions in a row,
+    reading passages (a new invented entity each) and small talk anywhere in the chat. `kw`: `iter_conversations`."""
+    return [{'text': c['text']} for c in itertools.islice(iter_conversations(seed, max_tokens, count, **kw), n)]
+
+# %% ../nbs/11_synthetic.ipynb #7105b906
+def conversation_tests(n: int, turns: int = 8, seed: int = 0, docs: list[dict] | None = None,
+                       skills=SKILLS + ('grounded',)) -> list[dict]:
+    """`n` held-out conversations `{'id', 'turns': [{'question', 'answer', 'skill', 'context'?}]}` of `turns` questions,
+    each conversation's skills in an order of its own (every skill once before any repeats)."""
+    r = random.Random(f"conversation-test-{seed}")
+    docs = docs if docs is not None else fact_corpus(0)
+    pools = {s: [] for s in skills}
+    for e in skill_examples(len(SKILLS) * (n * turns // len(skills) + 2), f"{seed}-conv", 'test'):
+        if e['skill'] in pools: pools[e['skill']].append({k: e[k] for k in ('question', 'answer', 'skill')})
+    if 'grounded' in pools:
+        byid = {d['id']: d for d in docs}
+        for q in fact_questions([d for d in docs if d['split'] == 'heldout'], seed):
+            pools['grounded'].append({'question': q['question'], 'answer': q['answer'], 'skill': 'grounded',
+                                      'context': [byid[q['doc_id']]['text']]})
+    for p in pools.values(): r.shuffle(p)
+    nxt = {s: itertools.cycle(p) for s, p in pools.items()}
+    out = []
+    for i in range(n):
+        order = []
+        while len(order) < turns: order += r.sample(list(skills), len(skills))
+        out.append({'id': f"conv-{seed}-{i:04d}", 'turns': [dict(next(nxt[s])) for s in order[:turns]]})
     return out
 
 # %% ../nbs/11_synthetic.ipynb #5e359a14

@@ -6,12 +6,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OCK_RUN = str(Path(sys.executable).parent/'ock-run')
-# a ~1M model (hidden 128, 4 layers), skills mixed evenly, 500 steps of 16 rows (~2 minutes of training): the loss falls
-# well and the quick skills start to be answered exactly (measured: 12 % overall, unit conversion 73 %; exact match of
-# an untrained model, i.e. chance for these free-form answers, is 0 %)
-CI_PARAMS = dict(n_train=20_000, n_test=180, hidden=128, layers=4, heads=4, skill_weights={}, total_steps=500,
-                 micro_batch_size=8, gradient_accumulation_steps=2, warmup_steps=25, lr=3e-3, eval_every=250,
-                 checkpoint_every=250, min_em=6.0)
+# a ~1M model (hidden 128, 4 layers), skills mixed evenly, 500 steps of 8 rows of 256 tokens (~2 minutes of training),
+# graded by the evaluation stage on 200 single questions and 10 conversations of 8: the loss falls well and the quick
+# skills start to be answered exactly (exact match of an untrained model, i.e. chance for these free-form answers, is 0 %)
+CI_PARAMS = dict(n_train=12_000, n_test=180, n_grounded_test=20, n_conv_test=10, hidden=128, layers=4, heads=4,
+                 skill_weights={}, total_steps=500, micro_batch_size=8, gradient_accumulation_steps=1, warmup_steps=25,
+                 lr=3e-3, eval_every=250, checkpoint_every=250, min_em=6.0)
 
 @pytest.mark.timeout(1200)
 def test_tiny_chat_ci_size(tmp_path):
@@ -30,6 +30,12 @@ def test_tiny_chat_ci_size(tmp_path):
     assert s['overall_em'] >= CI_PARAMS['min_em'], s                       # better than chance (0 % for free-form answers)
     assert max(v for k, v in s['em'].items() if k != 'overall') >= 40, s  # and one skill is mostly learned
     assert (tmp_path/'tc'/'model'/'config.json').exists() and (tmp_path/'tc'/'exact_match.png').exists()
+    cfg = json.loads((tmp_path/'tc'/'model'/'config.json').read_text())
+    tok = json.loads((tmp_path/'tc'/'model'/'tokenizer_config.json').read_text())
+    assert cfg['max_position_embeddings'] == tok['model_max_length'] == s['seq_length'] == 256   # the files say what it read
+    assert sorted(s['conversation_by_turn'], key=int) == [str(t) for t in range(1, 9)]          # graded by turn, by ock-eval's code
+    res = json.loads((tmp_path/'tc'/'eval'/'results.json').read_text())
+    assert res['tasks']['conversation:conversations_test']['report']['n'] == 10 * 8
     test_after = shipped.stat().st_mtime_ns if shipped.exists() else None
     assert test_after == before                                            # ship=False: the shipped model is not touched
 
