@@ -170,21 +170,30 @@ def count_tokens(tokenizer, text: str) -> int:
     return int(tokenizer(text))
 
 def fit_turns(render, exchanges, tokenizer=None, max_tokens=None, owner=None) -> str:
-    "`render(turns)` of the newest `exchanges` whose rendering fits in `max_tokens` tokens."
+    "`render(turns)` of the newest `exchanges` whose rendering fits in `max_tokens` tokens (work bounded by the budget, not the history)."
     flat = lambda ex: [t for e in ex for t in e]
     if owner is not None: owner.dropped = 0
     if tokenizer is None or max_tokens is None: return render(flat(exchanges))
-    lo = 0
-    while True:
+    n, lo_min, raw = len(exchanges), len(exchanges), 0
+    while lo_min > 0:          # exchanges older than lo_min hold more than twice the budget in text alone
+        raw += sum(count_tokens(tokenizer, text) for _, text in exchanges[lo_min - 1])
+        if raw > 2 * max_tokens: break
+        lo_min -= 1
+    def fitted(lo):
         text = render(flat(exchanges[lo:]))
-        n = count_tokens(tokenizer, text)
-        if n <= max_tokens:
-            if owner is not None: owner.dropped = lo
-            return text
-        if lo >= len(exchanges) - 1:
-            raise ContextOverflow(f"the message is too long for the model's context: {n} tokens, {max_tokens} allowed "
-                                  f"(shorten it or lower max new tokens)")
-        lo += 1
+        return text, count_tokens(tokenizer, text)
+    best, k = fitted(n - 1)
+    if k > max_tokens:
+        raise ContextOverflow(f"the message is too long for the model's context: {k} tokens, {max_tokens} allowed "
+                              f"(shorten it or lower max new tokens)")
+    lo, a, b = n - 1, lo_min, n - 2            # the oldest exchange kept: binary search in [lo_min, n-1]
+    while a <= b:
+        mid = (a + b) // 2
+        text, k = fitted(mid)
+        if k <= max_tokens: best, lo, b = text, mid, mid - 1
+        else: a = mid + 1
+    if owner is not None: owner.dropped = lo
+    return best
 
 # %% ../nbs/01_conversation.ipynb #ae5e4754
 ROLES = ('system', 'developer', 'user', 'assistant', 'context')   # 'developer' is OpenAI's newer name for 'system'

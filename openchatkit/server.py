@@ -20,8 +20,8 @@ from .engine import Engine, QueueFull, make_seq
 from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'APIError', 'check_messages', 'check_common', 'is_loopback', 'check_bind',
-           'key_ok', 'Job', 'collect', 'stream_events', 'Service', 'make_app', 'ock_serve']
+__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'MAX_MESSAGES', 'LOOPBACK', 'APIError', 'check_messages', 'check_common', 'is_loopback',
+           'check_bind', 'key_ok', 'Job', 'collect', 'stream_events', 'Service', 'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -48,10 +48,13 @@ def _num(body, name, lo, hi, default, kind=float, lo_open=False):
 CHAT_ROLES = {'system', 'developer', 'user', 'assistant', 'context'}
 UNSUPPORTED = {'tools': 'tool calls', 'functions': 'function calls', 'tool_choice': 'tool calls',
                'function_call': 'function calls', 'audio': 'audio output'}
+MAX_MESSAGES = 2048      # messages per request, as OpenAI: more is a 400, not minutes of work fitting a history
 
 def check_messages(msgs) -> list[dict]:
     "OpenAI-style `messages`, checked: roles, text content (string or text parts), a final user turn."
     if not isinstance(msgs, list) or not msgs: raise _bad("'messages' must be a non-empty array", 'messages')
+    if len(msgs) > MAX_MESSAGES:
+        raise _bad(f"'messages' has {len(msgs)} entries; at most {MAX_MESSAGES} are accepted", 'messages', 'array_above_max_length')
     out = []
     for i, m in enumerate(msgs):
         p = f'messages[{i}]'
@@ -364,7 +367,8 @@ async def chat_completions(self: Service, request: Request):
     if self.retriever is not None and use_retrieval:
         hits = await asyncio.to_thread(find_context, self.retriever, last_user, self.k)
         msgs = msgs[:-1] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[-1:]
-    return await self.run(request, [self.cm.encode(self.chat_prompt(msgs, opts))], opts, True, rid)
+    ids = await asyncio.to_thread(lambda: self.cm.encode(self.chat_prompt(msgs, opts)))   # off the event loop
+    return await self.run(request, [ids], opts, True, rid)
 
 # %% ../nbs/63_server.ipynb #5e7a0009
 def _prompts(p) -> list:
@@ -387,8 +391,8 @@ async def completions(self: Service, request: Request):
     if len(prompts) * opts['n'] > engine.max_batch:
         raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
     vocab, ids = cm.model.config.vocab_size, []
-    for j, x in enumerate(prompts):
-        t = x if isinstance(x, list) else cm.encode(x)
+    toks = await asyncio.to_thread(lambda: [x if isinstance(x, list) else cm.encode(x) for x in prompts])   # off the event loop
+    for j, t in enumerate(toks):
         if any(not 0 <= v < vocab for v in t): raise _bad(f"prompt {j}: token ids must be in [0, {vocab})", 'prompt')
         if len(t) + opts['gen']['max_new_tokens'] > cm.context_length:
             raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
