@@ -110,3 +110,45 @@ def test_too_many_messages_is_400(keyed):
                    json={'model': 'tiny-chat', 'max_tokens': 4, 'messages': msgs + [{'role': 'user', 'content': 'last?'}]})
     assert r.status_code == 400 and r.json()['error']['param'] == 'messages', r.text
     assert r.json()['error']['code'] == 'array_above_max_length'
+
+# 3. an OpenAI-style 400 (never a 500, never a 200) for every malformed field --------------------------------------
+
+OK_CHAT = '{"model": "tiny-chat", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]'
+MALFORMED = {                        # name: (path, raw body, the param named in the error or None)
+    'model list': (CHAT, '{"model": ["tiny-chat"], "messages": [{"role": "user", "content": "hi"}]}', 'model'),
+    'model object': (CHAT, '{"model": {"id": "tiny-chat"}, "messages": [{"role": "user", "content": "hi"}]}', 'model'),
+    'model surrogate': ('/v1/completions', '{"model": "\\udc80", "prompt": "hi"}', 'model'),
+    'role list': (CHAT, '{"model": "tiny-chat", "messages": [{"role": ["user"], "content": "hi"}]}', 'messages[0].role'),
+    'role object': (CHAT, '{"model": "tiny-chat", "messages": [{"role": {"a": 1}, "content": "hi"}]}', 'messages[0].role'),
+    'top_p NaN': (CHAT, OK_CHAT + ', "top_p": NaN}', 'top_p'),
+    'temperature NaN': (CHAT, OK_CHAT + ', "temperature": NaN}', 'temperature'),
+    'repetition_penalty NaN': (CHAT, OK_CHAT + ', "repetition_penalty": NaN}', 'repetition_penalty'),
+    'temperature Infinity': (CHAT, OK_CHAT + ', "temperature": Infinity}', 'temperature'),
+    'top_p -Infinity': (CHAT, OK_CHAT + ', "top_p": -Infinity}', 'top_p'),
+    'presence_penalty 1e999': (CHAT, OK_CHAT + ', "presence_penalty": 1e999}', 'presence_penalty'),
+    'max_tokens 1e999': (CHAT, OK_CHAT + ', "max_tokens": 1e999}', 'max_tokens'),
+    'max_tokens 10**400': (CHAT, OK_CHAT + ', "max_tokens": 1' + '0' * 400 + '}', 'max_tokens'),
+    'n 10**400': (CHAT, OK_CHAT + ', "n": 1' + '0' * 400 + '}', 'n'),
+    'seed -10**400': ('/v1/completions', '{"model": "tiny-chat", "prompt": "hi", "seed": -1' + '0' * 400 + '}', 'seed'),
+    'top_k NaN': ('/v1/completions', '{"model": "tiny-chat", "prompt": "hi", "top_k": NaN}', 'top_k'),
+    'content lone surrogate': (CHAT, '{"model": "tiny-chat", "messages": [{"role": "user", "content": "x \\udc80"}]}', 'messages[0].content'),
+    'content part surrogate': (CHAT, '{"model": "tiny-chat", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud800"}]}]}',
+                               'messages[0].content[0].text'),
+    'prompt surrogate': ('/v1/completions', '{"model": "tiny-chat", "prompt": ["ok", "\\udfff x"]}', 'prompt[1]'),
+    'stop surrogate': (CHAT, OK_CHAT + ', "stop": ["\\udc80"]}', 'stop[0]'),
+    'key surrogate': (CHAT, OK_CHAT + ', "\\udc80": 1}', None),
+    'include_usage NaN': (CHAT, OK_CHAT + ', "stream": true, "stream_options": {"include_usage": NaN}}', 'stream_options'),
+    'nested 100,000 deep': (CHAT, '[' * 100_000 + ']' * 100_000, None),
+    'object nested 100,000 deep': (CHAT, '{"a": ' * 100_000 + '1' + '}' * 100_000, None),
+}
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize('name', list(MALFORMED))
+def test_malformed_field_is_400(keyed, name):
+    path, raw, param = MALFORMED[name]
+    r = httpx.post(keyed + path, content=raw.encode(), headers={**AUTH, 'Content-Type': 'application/json'}, timeout=60)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    e = r.json()['error']
+    assert e['type'] == 'invalid_request_error' and e['message'], e
+    if param: assert e['param'] == param, e
+    if 'deep' in name: assert e['code'] == 'invalid_json', e
