@@ -9,8 +9,8 @@ from .core import OCKError
 
 # %% auto #0
 __all__ = ['PRE_PROMPT', 'HUMAN', 'BOT', 'CLEAN_TOKENS', 'ZWSP', 'ROLES', 'CHAT_TEMPLATE', 'preamble_clock', 'make_preamble',
-           'neutralise', 'ContextOverflow', 'Conversation', 'count_tokens', 'fit_turns', 'defuse_specials',
-           'render_template', 'render_messages', 'add_chat_template', 'is_ock_template']
+           'neutralise', 'special_texts', 'defuser', 'defuse_specials', 'ContextOverflow', 'Conversation',
+           'count_tokens', 'fit_turns', 'render_template', 'render_messages', 'add_chat_template', 'is_ock_template']
 
 # %% ../nbs/01_conversation.ipynb #25ca982f
 PRE_PROMPT = "Current Date: {}\nCurrent Time: {}\n\n"
@@ -47,6 +47,26 @@ def neutralise(text: str, human_id=HUMAN, bot_id=BOT) -> str:
     "`text` with every `<human>`/`<bot>` marker defused, so that it can never start a turn."
     rx = _MARKERS if (human_id, bot_id) == (HUMAN, BOT) else _markers_re(human_id, bot_id)
     return rx.sub(lambda m: '<' + ZWSP + m.group(0)[1:], str(text))
+
+# %% ../nbs/01_conversation.ipynb #8b769534
+def special_texts(tokenizer) -> list[str]:
+    "Texts `tokenizer` makes a token of whatever surrounds them and that mean markup: its special tokens and markup-like added tokens, longest first."
+    toks = set(getattr(tokenizer, 'all_special_tokens', None) or [])
+    for t in (getattr(tokenizer, 'added_tokens_decoder', None) or {}).values():
+        s = str(getattr(t, 'content', t))
+        if getattr(t, 'special', False) or (not any(c.isspace() for c in s) and any(c in s for c in '<>[]|')): toks.add(s)
+    return sorted((t for t in toks if len(t) > 1), key=len, reverse=True)
+
+def defuser(tokenizer):
+    "A function that breaks `tokenizer`'s special texts (`special_texts`) in a string with a zero-width space, so they stay text."
+    toks = special_texts(tokenizer) if tokenizer is not None else []
+    if not toks: return lambda text: text
+    rx = re.compile('|'.join(map(re.escape, toks)))
+    return lambda text: rx.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
+
+def defuse_specials(text: str, tokenizer) -> str:
+    "`text` with the tokenizer's special and markup-like added tokens (e.g. `<|im_end|>`) broken by a zero-width space, so a template cannot be forged either."
+    return defuser(tokenizer)(text)
 
 # %% ../nbs/01_conversation.ipynb #6e8c4436
 class ContextOverflow(OCKError):
@@ -92,8 +112,8 @@ class Conversation:
         text = self._safe(text)
         self.turns.append(('bot', text if text[:1].isspace() or not text else ' ' + text))
 
-    def _render(self, turns) -> str:
-        h, b, out = self.human_id, self.bot_id, [self.preamble]
+    def _render(self, turns, preamble: str | None = None) -> str:
+        h, b, out = self.human_id, self.bot_id, [self.preamble if preamble is None else preamble]
         for i, (role, text) in enumerate(turns):
             nxt = turns[i+1][0] if i + 1 < len(turns) else None
             if role == 'context' or (role == 'human' and nxt not in ('bot', None)): out.append(f"{h}: {text}\n")
@@ -118,13 +138,16 @@ class Conversation:
 
     def get_prompt(self, tokenizer=None, max_tokens: int | None = None, chat_template: bool = False) -> str:
         "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
-        render = self._render
+        safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
+        preamble = safe(self.preamble)
+        render = lambda turns: self._render(turns, preamble)
         if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
             chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
         if chat_template:
             if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
-            render = lambda turns: render_template(tokenizer, turns, self.system)
-        return fit_turns(render, self.exchanges(), tokenizer, max_tokens, self)
+            render = lambda turns: render_template(tokenizer, turns, self.system and safe(self.system))
+        exchanges = [[(role, safe(text)) for role, text in ex] for ex in self.exchanges()]
+        return fit_turns(render, exchanges, tokenizer, max_tokens, self)
 
     def get_last_turn(self) -> str:
         "The text after the last `<human>:` or `<bot>:` marker (the original's rule)."
@@ -170,37 +193,40 @@ def count_tokens(tokenizer, text: str) -> int:
     return int(tokenizer(text))
 
 def fit_turns(render, exchanges, tokenizer=None, max_tokens=None, owner=None) -> str:
-    "`render(turns)` of the newest `exchanges` whose rendering fits in `max_tokens` tokens."
+    "`render(turns)` of the newest `exchanges` whose rendering fits in `max_tokens` tokens (work bounded by the budget, not the history)."
     flat = lambda ex: [t for e in ex for t in e]
     if owner is not None: owner.dropped = 0
     if tokenizer is None or max_tokens is None: return render(flat(exchanges))
-    lo = 0
-    while True:
+    n, lo_min, raw = len(exchanges), len(exchanges), 0
+    while lo_min > 0:          # exchanges older than lo_min hold more than twice the budget in text alone
+        raw += sum(count_tokens(tokenizer, text) for _, text in exchanges[lo_min - 1])
+        if raw > 2 * max_tokens: break
+        lo_min -= 1
+    def fitted(lo):
         text = render(flat(exchanges[lo:]))
-        n = count_tokens(tokenizer, text)
-        if n <= max_tokens:
-            if owner is not None: owner.dropped = lo
-            return text
-        if lo >= len(exchanges) - 1:
-            raise ContextOverflow(f"the message is too long for the model's context: {n} tokens, {max_tokens} allowed "
-                                  f"(shorten it or lower max new tokens)")
-        lo += 1
+        return text, count_tokens(tokenizer, text)
+    best, k = fitted(n - 1)
+    if k > max_tokens:
+        raise ContextOverflow(f"the message is too long for the model's context: {k} tokens, {max_tokens} allowed "
+                              f"(shorten it or lower max new tokens)")
+    lo, a, b = n - 1, lo_min, n - 2            # the oldest exchange kept: binary search in [lo_min, n-1]
+    while a <= b:
+        mid = (a + b) // 2
+        text, k = fitted(mid)
+        if k <= max_tokens: best, lo, b = text, mid, mid - 1
+        else: a = mid + 1
+    if owner is not None: owner.dropped = lo
+    return best
 
 # %% ../nbs/01_conversation.ipynb #ae5e4754
 ROLES = ('system', 'developer', 'user', 'assistant', 'context')   # 'developer' is OpenAI's newer name for 'system'
-
-def defuse_specials(text: str, tokenizer) -> str:
-    "`text` with the tokenizer's special and added tokens (e.g. `<|im_end|>`) broken by a zero-width space, so a template cannot be forged either."
-    toks = set(getattr(tokenizer, 'all_special_tokens', None) or []) | set(getattr(tokenizer, 'added_tokens_encoder', None) or {})
-    for t in sorted((t for t in toks if len(t) > 1), key=len, reverse=True):
-        if t in text: text = text.replace(t, t[0] + ZWSP + t[1:])
-    return text
 
 def render_template(tokenizer, turns, system: str | None = None) -> str:
     "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply."
     c = Conversation(); c.turns = list(turns)
     msgs = ([{'role': 'system', 'content': system}] if system else []) + c.to_messages()
-    msgs = [{**m, 'content': defuse_specials(m['content'], tokenizer)} for m in msgs]
+    safe = defuser(tokenizer)
+    msgs = [{**m, 'content': safe(m['content'])} for m in msgs]
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 def _content(m, i) -> str:

@@ -20,9 +20,9 @@ from .engine import Engine, QueueFull, make_seq
 from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError', 'check_messages', 'check_common',
-           'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job', 'token_text', 'gather', 'collect',
-           'released', 'stream_events', 'Service', 'check_input', 'check_response_options', 'output_message',
+__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'MAX_MESSAGES', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError', 'check_messages',
+           'check_common', 'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job', 'token_text', 'gather',
+           'collect', 'released', 'stream_events', 'Service', 'check_input', 'check_response_options', 'output_message',
            'response_object', 'response_status', 'response_events', 'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
@@ -40,8 +40,9 @@ def _bad(msg, param=None, code=None): return APIError(400, msg, param=param, cod
 def _num(body, name, lo, hi, default, kind=float, lo_open=False):
     v = body.get(name)
     if v is None: return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
-        raise _bad(f"'{name}' must be {'an integer' if kind is int else 'a number'}, got {json.dumps(v)[:40]}", name)
+    if (isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not abs(v) < float('inf'))
+            or (kind is int and not (isinstance(v, int) or v.is_integer()))):      # NaN and infinities are not numbers here
+        raise _bad(f"'{name}' must be {'an integer' if kind is int else 'a finite number'}, got {json.dumps(v)[:40]}", name)
     if v < lo or v > hi or (lo_open and v == lo):
         raise _bad(f"'{name}' must be {'>' if lo_open else '>='} {lo} and <= {hi}, got {v}", name)
     return kind(v)
@@ -50,16 +51,19 @@ def _num(body, name, lo, hi, default, kind=float, lo_open=False):
 CHAT_ROLES = {'system', 'developer', 'user', 'assistant', 'context'}
 UNSUPPORTED = {'tools': 'tool calls', 'functions': 'function calls', 'tool_choice': 'tool calls',
                'function_call': 'function calls', 'audio': 'audio output'}
+MAX_MESSAGES = 2048      # messages per request, as OpenAI: more is a 400, not minutes of work fitting a history
 
 def check_messages(msgs) -> list[dict]:
     "OpenAI-style `messages`, checked: roles, text content (string or text parts), a final user turn."
     if not isinstance(msgs, list) or not msgs: raise _bad("'messages' must be a non-empty array", 'messages')
+    if len(msgs) > MAX_MESSAGES:
+        raise _bad(f"'messages' has {len(msgs)} entries; at most {MAX_MESSAGES} are accepted", 'messages', 'array_above_max_length')
     out = []
     for i, m in enumerate(msgs):
         p = f'messages[{i}]'
         if not isinstance(m, dict): raise _bad(f"'{p}' must be an object with 'role' and 'content'", p)
         role, c = m.get('role'), m.get('content')
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise _bad(f"'{p}.role' is {json.dumps(role)[:40]}; supported roles: system, developer, user, assistant", f'{p}.role', 'invalid_role')
         if isinstance(c, list):
             if not all(isinstance(x, dict) and x.get('type') == 'text' and isinstance(x.get('text'), str) for x in c):
@@ -99,7 +103,8 @@ def check_common(body: dict, context_length: int, default_max_tokens: int, max_n
     stream = body.get('stream', False)
     if not isinstance(stream, bool): raise _bad("'stream' must be true or false", 'stream')
     so = body.get('stream_options') or {}
-    if not isinstance(so, dict): raise _bad("'stream_options' must be an object", 'stream_options')
+    if not isinstance(so, dict) or not isinstance(so.get('include_usage', False), bool):
+        raise _bad("'stream_options' must be an object, its 'include_usage' true or false", 'stream_options')
     if body.get('stream_options') is not None and not stream:
         raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.", 'stream_options')
     return dict(gen={k: v for k, v in g.items() if v is not None}, n=n, stream=stream,
@@ -152,8 +157,27 @@ async def _read_json(request, max_body: int) -> dict:
     try: body = json.loads(bytes(buf))
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"We could not parse the JSON body of your request ({str(e).splitlines()[0][:80]})", code='invalid_json')
+    except RecursionError: raise APIError(400, "We could not parse the JSON body of your request (nested too deeply)", code='invalid_json')
     if not isinstance(body, dict): raise APIError(400, "the request body must be a JSON object", code='invalid_json')
+    if (where := _not_text(body)) is not None:
+        raise _bad(f"'{where}' is not valid text: it contains a lone surrogate (a \\ud800-\\udfff escape that is half of a pair)", where)
     return body
+
+def _not_text(obj, path='') -> str | None:
+    "Where in the parsed JSON `obj` a string (or key) holds a lone surrogate, which no tokenizer (and no UTF-8) can encode; None if nowhere."
+    def bad(s):
+        try: s.encode('utf-8'); return False
+        except UnicodeEncodeError: return True
+    todo = [(obj, path)]
+    while todo:                           # (no recursion: the body may be nested as deep as the JSON parser allows)
+        o, p = todo.pop()
+        if isinstance(o, str) and bad(o): return p or 'body'
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if bad(k): return p or 'body'
+                todo.append((v, f"{p}.{k}" if p else k))
+        elif isinstance(o, list): todo.extend((v, f"{p}[{i}]") for i, v in enumerate(o))
+    return None
 
 # %% ../nbs/63_server.ipynb #5e7a0001
 @dataclass
@@ -355,6 +379,7 @@ def check_model(self: Service, body: dict):
     "The request must name the model served (its name, its path, or an alias); 404 otherwise."
     m = body.get('model')
     if m is None: raise _bad("'model' is required", 'model')
+    if not isinstance(m, str): raise _bad(f"'model' must be a string, got {json.dumps(m)[:40]}", 'model')
     if m not in self.names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{self.name}')", param='model', code='model_not_found')
 
 @patch
@@ -464,7 +489,7 @@ async def chat_input(self: Service, body: dict, msgs: list, opts: dict) -> tuple
     if self.retriever is not None and use_retrieval:
         hits = await asyncio.to_thread(find_context, self.retriever, last_user, self.k)
         msgs = msgs[:-1] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[-1:]
-    return None, self.cm.encode(self.chat_prompt(msgs, opts))
+    return None, await asyncio.to_thread(lambda: self.cm.encode(self.chat_prompt(msgs, opts)))   # off the event loop
 
 # %% ../nbs/63_server.ipynb #5e7a0009
 def _prompts(p) -> list:
@@ -492,8 +517,8 @@ async def completions(self: Service, request: Request):
     if len(prompts) * opts['n'] > engine.max_batch:
         raise _bad(f"{len(prompts)} prompts x n={opts['n']} is more than the {engine.max_batch} sequences a request may run", 'prompt')
     vocab, ids = cm.model.config.vocab_size, []
-    for j, x in enumerate(prompts):
-        t = x if isinstance(x, list) else cm.encode(x)
+    toks = await asyncio.to_thread(lambda: [x if isinstance(x, list) else cm.encode(x) for x in prompts])   # off the event loop
+    for j, t in enumerate(toks):
         if any(not 0 <= v < vocab for v in t): raise _bad(f"prompt {j}: token ids must be in [0, {vocab})", 'prompt')
         if len(t) + opts['gen']['max_new_tokens'] > cm.context_length:
             raise _bad(f"This model's maximum context length is {cm.context_length} tokens; prompt {j} has {len(t)} "
