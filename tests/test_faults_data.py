@@ -67,19 +67,25 @@ def test_bom_stats(tmp_path):
 
 
 HUGE = r'''
-import sys, json, resource
+import sys, json, time, threading, resource
 from openchatkit.data import PackedStream
 from openchatkit.tiny import train_tokenizer
-def rss_mb(): return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**20
+def status_mb(key):
+    for l in open('/proc/self/status'):
+        if l.startswith(key + ':'): return int(l.split()[1]) / 1024
 tok = train_tokenizer([f"small record {i} with some words" for i in range(50)], vocab_size=300)
 resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))     # a regression fails here, not the machine
-out = {}
+out, peak, done = {}, [0.0], threading.Event()
+def watch():                                                      # anonymous memory: page-cache churn does not move it
+    while not done.is_set(): peak[0] = max(peak[0], status_mb('RssAnon')); time.sleep(0.001)
 for path in sys.argv[1:]:
-    before = rss_mb()
+    anon = status_mb('RssAnon')
+    peak[0], w = anon, threading.Thread(target=watch); done.clear(); w.start()
     s = PackedStream(path, tok, 16, shuffle=False, cycle=False, drop_last=False)
     n = sum(1 for _ in s)
+    done.set(); w.join()
     rep = s.report[path]
-    out[path] = dict(grew=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before, blocks=n,
+    out[path] = dict(anon=peak[0] - anon, blocks=n,
                      records=rep.records, bad=dict(rep.bad), examples=rep.examples)
 print(json.dumps(out))
 '''
@@ -87,7 +93,7 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
 def test_huge_line_bounded_memory(tmp_path):
-    "An 80 MB line between small ones: reported (file:line, size) and skipped; the stream's peak RSS grows < 48 MB."
+    "An 80 MB line between small ones: reported (file:line, size) and skipped; the stream's memory grows < 48 MB."
     import gzip, zstandard
     small = [json.dumps({'text': f'small record {i}'}).encode() + b'\n' for i in range(20)]
     word = b'lorem ipsum dolor sit amet '
@@ -110,7 +116,9 @@ def test_huge_line_bounded_memory(tmp_path):
         g = got[str(p)]
         assert g['records'] == 20 and g['bad'] == {'record too large': 1} and g['blocks'] > 0, (p, g)
         assert g['examples'][0].startswith(f'{p}:11: record too large ({size:,} bytes'), g['examples']
-        assert g['grew'] < 48, (p, g['grew'])
+        # anonymous memory, sampled each millisecond: an 80 MB line held, decoded or tokenized shows there. (Not peak
+        # RSS: library pages mapped in as the stream first runs, fewer when other tests warmed the page cache, moved it.)
+        assert g['anon'] < 48, (p, g['anon'])
 
 
 SHAPES = {   # (suffix, text of about n characters): what sentence splitting and the .md/.html readers meet
