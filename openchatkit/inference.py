@@ -90,9 +90,14 @@ def held_back(text: str, words) -> int:
     "Length of the longest tail of `text` that is a proper prefix of one of `words` (or an undecoded byte)."
     if text.endswith('\ufffd'): return len(text) - len(text.rstrip('\ufffd'))
     best = 0
-    for w in words:
-        for k in range(min(len(w) - 1, len(text)), best, -1):
-            if text.endswith(w[:k]): best = k; break
+    for w in words:          # a candidate tail starts with w's first character and ends with the matching one of w
+        n = min(len(w) - 1, len(text))
+        if n <= best: continue
+        tail, last = text[len(text) - n:], text[-1]
+        i = tail.find(w[0])
+        while i != -1 and n - i > best:
+            if w[n - i - 1] == last and w.startswith(tail[i:]): best = n - i; break
+            i = tail.find(w[0], i + 1)
     return best
 
 # %% ../nbs/30_inference.ipynb #b28b110c

@@ -20,10 +20,11 @@ from .engine import Engine, QueueFull, make_seq
 from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'MAX_MESSAGES', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError', 'check_messages',
-           'check_common', 'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job', 'token_text', 'gather',
-           'collect', 'released', 'stream_events', 'Service', 'check_input', 'check_response_options', 'output_message',
-           'response_object', 'response_status', 'response_events', 'make_app', 'ock_serve']
+__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'MAX_MESSAGES', 'MAX_STOP_CHARS', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError',
+           'check_messages', 'check_common', 'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job',
+           'token_text', 'gather', 'collect', 'released', 'stream_events', 'Service', 'check_input',
+           'check_response_options', 'output_message', 'response_object', 'response_status', 'response_events',
+           'make_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -52,6 +53,7 @@ CHAT_ROLES = {'system', 'developer', 'user', 'assistant', 'context'}
 UNSUPPORTED = {'tools': 'tool calls', 'functions': 'function calls', 'tool_choice': 'tool calls',
                'function_call': 'function calls', 'audio': 'audio output'}
 MAX_MESSAGES = 2048      # messages per request, as OpenAI: more is a 400, not minutes of work fitting a history
+MAX_STOP_CHARS = 256     # characters per stop string: each one is checked against the reply's tail at every token
 
 def check_messages(msgs) -> list[dict]:
     "OpenAI-style `messages`, checked: roles, text content (string or text parts), a final user turn."
@@ -90,6 +92,8 @@ def check_common(body: dict, context_length: int, default_max_tokens: int, max_n
     elif isinstance(stop, str): stop = [stop]
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
         raise _bad("'stop' must be a non-empty string or an array of up to 4 of them", 'stop')
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise _bad(f"each 'stop' string may have at most {MAX_STOP_CHARS} characters, got {max(map(len, stop))}", 'stop', 'string_above_max_length')
     for k in ('presence_penalty', 'frequency_penalty'): _num(body, k, -2, 2, 0.0)
     g = dict(max_new_tokens=max_tokens, temperature=_num(body, 'temperature', 0, 2, None),
              top_p=_num(body, 'top_p', 0, 1, None, lo_open=True), top_k=_num(body, 'top_k', 0, 10**6, None, int),

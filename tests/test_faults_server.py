@@ -175,3 +175,15 @@ def test_special_tokens_in_messages_stay_text(tiny):
         human, bot = tok.convert_tokens_to_ids('<human>:'), tok.convert_tokens_to_ids('<bot>:')
         assert (ids.count(human), ids.count(bot)) == (3, 2), tpl   # user, context, user; the reply and the open turn
         assert cm.tokenizer.decode(ids).replace('\u200b', '').count('<|endoftext|>') == 10   # all of them, as text
+
+# 5. stop strings are bounded -------------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_long_stop_string_is_400(keyed):
+    "A stop string over 256 characters is a 400 on both endpoints (it would be checked at every token of the batch); 256 is fine."
+    for path, body in ((CHAT, {'messages': [{'role': 'user', 'content': 'hi'}]}), ('/v1/completions', {'prompt': 'hi'})):
+        for stop in ('x' * 257, ['ok', 'y' * 100_000]):
+            r = httpx.post(keyed + path, headers=AUTH, timeout=60, json={'model': 'tiny-chat', 'max_tokens': 2, 'stop': stop, **body})
+            assert r.status_code == 400 and r.json()['error']['param'] == 'stop', r.text[:300]
+        r = httpx.post(keyed + path, headers=AUTH, timeout=60, json={'model': 'tiny-chat', 'max_tokens': 2, 'stop': ['z' * 256], **body})
+        assert r.status_code == 200, r.text[:300]
