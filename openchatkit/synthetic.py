@@ -304,8 +304,8 @@ def iter_conversations(seed: int = 0, max_tokens: int = 256, count=None, skill_w
         while True:
             u = r.random()
             if u < p_grounded:
-                d = next(new_docs); attr = r.choice(list(_QUESTIONS[d['kind']]))
-                q = r.choice(_QUESTIONS[d['kind']][attr]).format(name=d['title'])
+                d = next(new_docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+                q = r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title'])
                 ex, kind = f"<human>: {d['text']}\n" + _exchange(q, d['facts'][attr]), 'grounded'
             elif u < p_grounded + p_talk:
                 qs_, as_ = r.choice(SMALL_TALK); ex, kind = _exchange(r.choice(qs_), r.choice(as_)), 'talk'
