@@ -9,7 +9,7 @@
 
 Runs are interleaved and the best of `--repeats` is kept, so other load on the machine disturbs both sides alike.
 """
-import os, sys, time, argparse, tempfile, statistics
+import os, time, argparse, tempfile, statistics
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch
 

@@ -15,7 +15,7 @@ Part 2 - latency of one grounded query (encode the query + search + window expan
 every query). The encoder is contriever-msmarco's architecture (BERT-base, 768-d, mean pooling) with random weights,
 made locally: the cost is the same as the real model's, which cannot be downloaded here. Snippets are ~3 sentences.
 """
-import argparse, os, sys, time, tempfile
+import argparse, os, time, tempfile
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import numpy as np, faiss

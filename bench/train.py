@@ -9,7 +9,7 @@ ideal m/(m+p-1) of a 1F1B schedule with m micro-batches and p stages.
 
     python bench/train.py [--steps 8] [--micro-batches 8] [--precision fp32|amp-bf16]
 """
-import os, sys, time, json, argparse, tempfile, statistics
+import os, time, argparse, tempfile, statistics
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #6e70033b
 from __future__ import annotations
-import os, sys, json, time, random, functools, tempfile, shutil
+import os, sys, time, random, functools, tempfile, shutil
 from pathlib import Path
 from contextlib import contextmanager
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_data.ipynb #7319d9a2
 from __future__ import annotations
-import os, io, re, sys, json, gzip, zlib, math, glob, shutil, urllib.parse, http.client
+import os, io, re, sys, json, gzip, zlib, glob, shutil, urllib.parse, http.client
 from pathlib import Path
 from dataclasses import dataclass, field
 from collections import Counter

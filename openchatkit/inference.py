@@ -4,9 +4,8 @@
 
 # %% ../nbs/30_inference.ipynb #d8045eb1
 from __future__ import annotations
-import os, re, time, threading
+import re, time, threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 import torch
 from fastcore.basics import patch

@@ -62,7 +62,7 @@ def check_lora(cfg: TrainConfig, hf_config, latest=None) -> dict:
     m = _meta_model(hf_config)
     check_targets(m, targets, family)
     if cfg.load_in_4bit:
-        try: import bitsandbytes
+        try: import bitsandbytes  # noqa: F401 (only whether it imports)
         except ImportError: raise OCKError("load_in_4bit needs bitsandbytes (pip install bitsandbytes)")
     if latest is not None:
         saved, now = meta.get('lora', {}), _lora_meta(cfg, targets)

@@ -230,7 +230,7 @@ def layer_params(config, i) -> int:
 
 def partition(config, pp: int) -> list[tuple[int, int]]:
     "[(start, stop)) pipeline-layer ranges per stage, balancing blocks like DeepSpeed's `type:BlockPipe`."
-    L, n = num_layers(config), num_pipe_layers(config)
+    L, _ = num_layers(config), num_pipe_layers(config)
     if pp < 1 or pp > L: raise OCKError(f"pipeline size {pp} must be between 1 and the number of blocks ({L})")
     from openchatkit.core import quiet_loading
     with quiet_loading('DeepSpeed'):       # no 'Setting accelerator to CPU' (on stdout) for a paper plan or a conversion
@@ -256,7 +256,7 @@ _ALLOW = ['*.json', '*.safetensors', 'tokenizer.model', '*.txt', '*.py']
 
 def _check_model_dir(d: Path, convert_bin: bool = True) -> Path:
     if not (d/'config.json').exists(): raise OCKError(f"{d}: not a model directory (no config.json)")
-    cfg = load_config(d)
+    load_config(d)                                   # a broken config.json fails here, with its path
     if not any(d.glob('*.safetensors')):
         if convert_bin and any(d.glob('*.bin')):
             from transformers import AutoModelForCausalLM

@@ -4,7 +4,6 @@
 
 # %% ../nbs/21_pipeline.ipynb #7d71a253
 from __future__ import annotations
-import os
 from contextlib import nullcontext
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import OCKError

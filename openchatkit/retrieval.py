@@ -4,10 +4,10 @@
 
 # %% ../nbs/40_retrieval.ipynb #a35d24da
 from __future__ import annotations
-import os, re, io, sys, json, time, hashlib, html, warnings
+import os, re, sys, json, time, hashlib, html
 from contextlib import contextmanager
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 import faiss
 from fastcore.script import Param
@@ -91,7 +91,6 @@ class MeanPoolEmbedder(Embedder):
     kind = 'mean-pool'
     def __init__(self, name: str = CONTRIEVER, device='auto', normalize: bool = False, batch_size: int = 32,
                  max_length: int = 512, dtype='auto'):
-        import torch
         from transformers import AutoModel, AutoTokenizer
         self.name, self.normalize, self.batch_size, self.max_length = str(name), normalize, batch_size, max_length
         self.device = get_device(device)
@@ -727,7 +726,6 @@ def load_retriever(path=None, embedder=None, device='auto', mmap=None, **kw) -> 
 # %% ../nbs/40_retrieval.ipynb #a25d0278
 def _compact(meta, rows, vectors):
     keep = [i for i, d in enumerate(rows['deleted']) if not d]
-    remap = {old: new for new, old in enumerate(keep)}
     rows = {c: [rows[c][i] for i in keep] for c in _COLS}
     vectors = np.asarray(vectors, dtype='float32')[keep]
     keep_arr = np.asarray(keep)
@@ -875,7 +873,6 @@ def ock_index(command:str, # build | add | search | info
               device:str='auto', # auto, cpu, cuda, cuda:N or mps
              ):
     "Index your documents (.txt, .md, .html, .jsonl) with faiss, update an index, or search one."
-    import json as _json
     cmd = command.lower()
     if cmd in ('build', 'add'):
         if not args: raise OCKError(f"{cmd} needs at least one file or folder to index")

@@ -4,7 +4,6 @@
 
 # %% ../nbs/02_tiny.ipynb #cf2a3e0d
 from __future__ import annotations
-import os
 from pathlib import Path
 from .core import OCKError, seed_everything
 from .conversation import add_chat_template

@@ -47,7 +47,7 @@ def check_config(cfg: TrainConfig, world: int) -> dict:
         raise OCKError("precision fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use bf16 or amp-bf16 on CPU")
     if cfg.backend == 'nccl' and not _cuda(): raise OCKError("backend nccl needs CUDA GPUs; use gloo on CPU")
     if cfg.optimizer.endswith('8bit'):
-        try: import bitsandbytes
+        try: import bitsandbytes  # noqa: F401 (only whether it imports)
         except ImportError: raise OCKError(f"optimizer {cfg.optimizer} needs bitsandbytes")
     ck = Path(cfg.output_dir)/'checkpoints'
     latest = None

@@ -233,11 +233,12 @@ def resume(self: Trainer) -> bool:
 @patch
 def _plain_step(self: Trainer, it):
     "One optimizer step of the plain engine: `gradient_accumulation_steps` forward/backward, loss averaged over dp."
+    tot = None
     for _ in range(self.cfg.gradient_accumulation_steps):
         x, y = next(it)
         loss = self.engine(x.to(self.engine.device), y.to(self.engine.device))
         self.engine.backward(loss); self.engine.step()
-        tot = loss.detach() if _ == 0 else tot + loss.detach()
+        tot = loss.detach() if tot is None else tot + loss.detach()
     tot = tot / self.cfg.gradient_accumulation_steps
     self.dist.all_reduce(tot); return tot / self.dp
 

@@ -1,11 +1,11 @@
 """`ock-prepare-data` and URL reading as a user meets them: downloads from a local HTTP server (with an
 interrupted download resumed by an HTTP Range request), a local directory standing in for the hub, `--stats`,
 and one-line errors for bad input. Never the network."""
-import os, sys, json, gzip, shutil, subprocess, threading, http.server
+import os, sys, json, shutil, subprocess, threading, http.server
 from pathlib import Path
 import pytest
 
-from openchatkit.data import download_url, read_jsonl, write_jsonl, PackedStream, prepare_data
+from openchatkit.data import download_url, read_jsonl, write_jsonl, PackedStream
 from openchatkit.core import OCKError
 
 pytestmark = pytest.mark.timeout(180)

@@ -5,7 +5,7 @@ drains, every malformed field is a 400, special tokens typed by a user stay text
 As in `test_server.py`, no verdict depends on the machine's speed: the engine hold (`$OCK_ENGINE_HOLD`) keeps
 requests in flight while a test acts. The one time bound, `/health` answering within 2 s while a huge request is
 being prepared, is the property itself: before the fix that answer took minutes."""
-import os, json, time, signal, socket, asyncio, threading, subprocess
+import json, time, signal, socket, subprocess
 from pathlib import Path
 import pytest
 import httpx

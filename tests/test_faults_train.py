@@ -3,7 +3,7 @@ the launcher's stderr instead of hanging it.
 
 Faults are injected into the workers through a `sitecustomize` module on their PYTHONPATH (test-only: the package has
 no fault hooks). Every wait polls for an event under a generous guard: the guards catch hangs, they do not time speed."""
-import os, sys, json, time, signal, socket, subprocess
+import os, sys, time, signal, subprocess
 from pathlib import Path
 import pytest, yaml
 

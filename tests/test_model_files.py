@@ -2,7 +2,6 @@
 prompt `ock-chat` and `ock-serve` build, one context length in the tokenizer and the config, generation defaults that
 leave a caller's limits alone; and a seeded chat request that renders the same prompt a second later."""
 import os, json, time, datetime as dt
-from pathlib import Path
 import pytest
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
@@ -66,8 +65,8 @@ def test_seeded_chat_request_same_prompt_a_second_later(monkeypatch):
     body = {'model': 'tiny', 'messages': CHATS[0], 'max_tokens': 12, 'temperature': 1.0, 'seed': 5}
     with TestClient(app) as client:
         r1, r2 = (client.post('/v1/chat/completions', json=body).json() for _ in range(2))
-        r3 = client.post('/v1/chat/completions', json={**body, 'seed': None}).json()
-        r4 = client.post('/v1/chat/completions', json={**body, 'seed': None}).json()
+        client.post('/v1/chat/completions', json={**body, 'seed': None}).json()
+        client.post('/v1/chat/completions', json={**body, 'seed': None}).json()
     assert len(seen) == 4 and seen[0] == seen[1], seen
     assert seen[0] == "Current Date: 2023-03-10\nCurrent Time: 00:00:00 AM " + time.strftime('%Z', real(base)) + "\n\n"
     assert r1['choices'][0]['message']['content'] == r2['choices'][0]['message']['content']

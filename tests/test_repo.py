@@ -1,7 +1,7 @@
 "Repository invariants: notebooks are the source, clean, and the README is generated from nbs/index.ipynb."
 import shutil, subprocess, sys, filecmp
-from pathlib import Path
 import pytest
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -101,3 +101,10 @@ def test_layer_check_catches_violations(tmp_path):
     (tmp_path/'high.py').write_text("from .low import _secret\n")
     bad = layer_violations(tmp_path, {'low': 10, 'high': 20})
     assert any('low.py:2' in b and 'upward' in b for b in bad) and any('private name low._secret' in b for b in bad), bad
+
+def test_ruff():
+    "The linter (pyproject's [tool.ruff]: unused imports and names, undefined names, no bare except) finds nothing."
+    ruff = shutil.which('ruff', path=str(BIN)) or shutil.which('ruff')
+    if ruff is None: pytest.skip('ruff not installed (pip install -e ".[dev]")')
+    r = subprocess.run([ruff, 'check', '--no-cache', 'openchatkit', 'tests', 'tools'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

@@ -1,7 +1,6 @@
 """Multi-process training tests (2 processes, gloo): equivalence with a single-process loop, exact resume (also on
 another pipeline size and after kill -9 during a checkpoint write), conversion, bad input, and the feature matrix."""
-import os, sys, json, time, shutil, signal, subprocess
-from pathlib import Path
+import os, json, time, shutil, signal, subprocess
 import pytest, torch
 
 os.environ['HF_HUB_OFFLINE'] = '1'

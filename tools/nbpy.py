@@ -5,7 +5,7 @@
     python tools/nbpy.py to-py SRC.ipynb DEST.py
 
 The notebook is the source of truth: the .py form is a scratch copy (keep it out of git)."""
-import sys, json, re
+import sys, re
 import nbformat as nbf
 
 def to_nb(src, dest):
