@@ -413,7 +413,7 @@ class _Encoder:
             out.append((x, y))
         return out
     def _mask(self, text, x, offsets):
-        "labels: the ids inside the bot's replies (after `<bot>:` up to the next `<human>:` or the end), else -100."
+        "labels: the ids of the bot's replies (after `<bot>:`, through the `<human>:` that ends one, or to the end), else -100."
         y = np.full_like(x, -100)
         starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
         i, n = 0, len(text)
@@ -422,7 +422,7 @@ class _Encoder:
             if b < 0: break
             a = b + len(self.bot)
             h = text.find(self.human, a)
-            e = n if h < 0 else h
+            e = n if h < 0 else h + len(self.human)         # the marker ending a reply is the reply's last word
             sel = np.nonzero((starts >= a) & (starts < e))[0]
             y[sel] = x[sel]
             if h < 0: y[-1] = x[-1]; break                    # the reply runs to the end: train its end-of-text too
