@@ -406,9 +406,10 @@ def run(self: LoraTrainer) -> int:
     return self.step
 
 @patch
-def close(self: LoraTrainer):
-    "Leave the process group (after the others are done)."
-    if self.dist is not None:
+def close(self: LoraTrainer, wait: bool = True):
+    """Leave the process group: after the others are done (`wait`), or, after an error, without any collective call
+    (another rank may be inside an all-reduce that never completes; the launcher stops it when this process exits)."""
+    if self.dist is not None and wait:
         try: self.dist.barrier(); self.dist.destroy_process_group()
         except Exception: pass
 

@@ -74,23 +74,42 @@ def train(cfg: TrainConfig | dict | str, overrides=None) -> dict:
     if 'RANK' not in os.environ:                        # alone: a world of one
         os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
     t = (LoraTrainer if cfg.lora else Trainer)(cfg).setup()    # adapters on a frozen base (25_lora), or every weight (24_trainer)
-    try:
-        steps = t.run()
-        recs = read_metrics(cfg.output_dir)
-        return dict(steps=steps, loss=recs[-1]['loss'] if recs else None, wall=t.wall, output_dir=cfg.output_dir,
-                    resumed_from=str(t.resumed_from) if t.resumed_from else None)
-    finally: t.close()
+    try: steps = t.run()
+    except BaseException: t.close(wait=False); raise      # no barrier: another stage may be blocked in a send/receive
+    t.close()
+    recs = read_metrics(cfg.output_dir)
+    return dict(steps=steps, loss=recs[-1]['loss'] if recs else None, wall=t.wall, output_dir=cfg.output_dir,
+                resumed_from=str(t.resumed_from) if t.resumed_from else None)
 
 # %% ../nbs/26_train.ipynb #26b0c004
 _WORKER = "import sys; from openchatkit.train import _worker; sys.exit(_worker(sys.argv[1:]))"
 
+def _exit_now(code: int, msg: str | None = None):
+    "Print `msg` as this rank's error line and end the process at once: no barrier, teardown or exit hook."
+    if msg: print(f"error: {_rank_prefix()}{msg}", file=sys.stderr)
+    for s in (sys.stdout, sys.stderr):
+        try: s.flush()
+        except Exception: pass
+    os._exit(code)
+
 def _worker(argv) -> int:
     "Entry of each launched process: `CONFIG [key=value …]` (ignores the deepspeed launcher's --local_rank)."
     argv = [a for a in argv if not a.startswith('--local_rank')]
-    try:
-        train(argv[0], argv[1:]); return 0
-    except OCKError as e:
-        print(f"error: {_rank_prefix()}{e}", file=sys.stderr, flush=True); return 2
+    try: train(argv[0], argv[1:])
+    except OCKError as e: _exit_now(2, str(e))
+    except SystemExit as e: _exit_now(e.code if isinstance(e.code, int) else 1)
+    except KeyboardInterrupt: _exit_now(130, 'interrupted')
+    except BaseException as e: _exit_now(1, _describe(e))
+    return 0
+
+def _describe(e: BaseException) -> str:
+    "The error line of an unexpected exception (its traceback printed first), or, when it is only the news that another rank stopped (its connection closed), a short line saying so."
+    s = str(e)
+    lost = next((m for m in ('Connection closed by peer', 'Connection reset by peer') if m in s), None)
+    if isinstance(e, RuntimeError) and lost: return f"lost contact with another rank ({lost}): that rank stopped, see its error"
+    import traceback; traceback.print_exc()
+    first = (s.strip().splitlines() or [''])[0]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 def launch_command(config_path, overrides=(), nproc: int = 1, nnodes: int = 1, node_rank: int = 0,
                    master_addr: str = '127.0.0.1', master_port: int | None = None) -> list[str]:
@@ -130,12 +149,13 @@ def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_
     e.setdefault('TOKENIZERS_PARALLELISM', 'false')
     cmd = launch_command(path, overrides, nproc, nnodes, node_rank, master_addr, master_port)
     r = subprocess.run(cmd, env=e, timeout=timeout, text=True, capture_output=capture)
-    if check and r.returncode: raise OCKError(f"training exited with code {r.returncode}" + (f": {_last_error(r.stderr)}" if capture else ''))
+    if check and r.returncode: raise OCKError(f"training exited with code {r.returncode}" + (f": {_first_error(r.stderr)}" if capture else ''))
     return r
 
-def _last_error(text):
+def _first_error(text):
+    "The first `error: ` line of the workers (the rank that failed first; the others report losing it), else the last line."
     errs = [l for l in (text or '').splitlines() if l.startswith('error: ')]
-    return errs[-1][7:] if errs else (text or '').strip().splitlines()[-1:] and (text or '').strip().splitlines()[-1]
+    return errs[0][7:] if errs else (text or '').strip().splitlines()[-1:] and (text or '').strip().splitlines()[-1]
 
 # %% ../nbs/26_train.ipynb #ce37fc04
 @ock_script

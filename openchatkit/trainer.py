@@ -322,9 +322,13 @@ def run(self: Trainer) -> int:
     return self.engine.global_steps
 
 @patch
-def close(self: Trainer):
-    "Leave the process group (after the others are done)."
-    try: self.dist.barrier(); self.dist.destroy_process_group()
+def close(self: Trainer, wait: bool = True):
+    """Leave the process group: at the end of a run after the others are done (`wait`). After an error (`wait=False`)
+    no collective call: another stage may be blocked in a pipeline send/receive that will never complete, and a barrier
+    here would hang the whole job; a rank of a larger world just leaves (the launcher stops the others)."""
+    try:
+        if wait: self.dist.barrier()
+        if wait or self.world == 1: self.dist.destroy_process_group()
     except Exception: pass
 
 # %% ../nbs/24_trainer.ipynb #b47ee6e5
