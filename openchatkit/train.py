@@ -108,6 +108,13 @@ def _pid_alive(pid) -> bool:
     except ProcessLookupError: return False
     except (PermissionError, ValueError, TypeError): return True
 
+def _exiting(pid) -> bool:
+    "Whether process `pid` (of this host) is gone or on its way out: a zombie, or PF_EXITING in /proc/PID/stat."
+    try: f = Path(f'/proc/{int(pid)}/stat').read_text().rsplit(')', 1)[1].split()
+    except (ValueError, TypeError): return False
+    except OSError: return not _pid_alive(pid)
+    return f[0] in 'ZXx' or bool(int(f[6]) & 0x4)
+
 class OutputLock:
     "This process's exclusive hold on the output folder of a run, until `release()` or its exit (however it exits)."
     def __init__(self, output_dir):
@@ -116,7 +123,8 @@ class OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(self.path, 'a+')
         try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: self._refuse(output_dir)
+        except BlockingIOError:
+            if not self._outlive_holder(fcntl): self._refuse(output_dir)
         except OSError:                                # a filesystem without locks: go by the holder it names
             h = _holder(self.path)
             if h.get('pid') not in (None, os.getpid()) and (h.get('host') != socket.gethostname() or _pid_alive(h['pid'])):
@@ -124,6 +132,17 @@ class OutputLock:
         self.f.seek(0); self.f.truncate()              # ours now (a dead holder's lock is simply taken over)
         self.f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))) + '\n')
         self.f.flush()
+
+    def _outlive_holder(self, fcntl, grace: float = 30) -> bool:
+        "A holder on this host killed a moment ago keeps its lock until its exit completes (freeing its memory first): wait for that."
+        t0 = time.time()
+        while time.time() - t0 < grace:
+            h = _holder(self.path)
+            if h.get('host') != socket.gethostname() or not _exiting(h.get('pid')): return False
+            time.sleep(0.05)
+            try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+            except BlockingIOError: pass
+        return False
 
     def _refuse(self, output_dir, hint=''):
         h = _holder(self.path); self.f.close()
