@@ -4,7 +4,7 @@
 
 # %% ../nbs/26_train.ipynb #26b0c001
 from __future__ import annotations
-import os, sys, socket, subprocess
+import os, sys, json, time, signal, socket, subprocess
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.script import Param
@@ -16,7 +16,8 @@ from .trainer import Trainer
 from .lora import LoraTrainer, check_lora
 
 # %% auto #0
-__all__ = ['check_config', 'train', 'launch_command', 'default_nproc', 'launch_training', 'ock_train']
+__all__ = ['LOCK_FILE', 'check_config', 'die_with_parent', 'dies_with_me', 'OutputLock', 'train', 'launch_command',
+           'default_nproc', 'launch_training', 'ock_train']
 
 # %% ../nbs/26_train.ipynb #fda41350
 def _data_parse(spec, what):
@@ -60,6 +61,104 @@ def check_config(cfg: TrainConfig, world: int) -> dict:
     if cfg.lora or (latest and read_meta(latest).get('engine') == 'lora'): facts.update(check_lora(cfg, hf, latest))
     return facts
 
+# %% ../nbs/26_train.ipynb #f7a10002
+_PR_SET_PDEATHSIG = 1
+
+def _prctl():
+    "libc's `prctl` (None where there is none: not Linux)."
+    import ctypes
+    try: return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError): return None
+
+def _ppid(pid: int) -> int | None:
+    "The parent of process `pid` (None where /proc cannot tell)."
+    try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+    except (OSError, ValueError, IndexError): return None
+
+def die_with_parent(parent: int | None = None, grandparent: int | None = None, prctl=None) -> bool:
+    """Have Linux SIGKILL this process when its parent exits. Returns False if the parent is gone already (it changed
+    meanwhile, or it is not `parent`, or the parent's parent is not `grandparent`): then exit. (Not "the parent is
+    pid 1": a container may run torchrun as its init.)"""
+    prctl = prctl or _prctl()
+    if prctl is None: return True                      # no parent-death signal here: nothing to check either
+    before = os.getppid()
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    p = os.getppid()                                   # after the prctl: a parent that dies from now on kills us
+    return not (p != before or (parent is not None and p != parent)
+                or (grandparent is not None and _ppid(p) not in (grandparent, None)))
+
+def dies_with_me():
+    "A `preexec_fn` for `subprocess.Popen`: the child is SIGKILLed when this process exits (None where Linux's prctl is missing)."
+    fn, me = _prctl(), os.getpid()                     # resolved here: between fork and exec the child only calls it
+    if fn is None: return None
+    def _preexec():
+        if not die_with_parent(me, prctl=fn): os._exit(1)
+    return _preexec
+
+# %% ../nbs/26_train.ipynb #f7a10005
+LOCK_FILE = 'train.lock'
+
+def _holder(path) -> dict:
+    try: h = json.loads(Path(path).read_text() or '{}')
+    except (OSError, ValueError): h = {}
+    return h if isinstance(h, dict) else {}
+
+def _pid_alive(pid) -> bool:
+    try: os.kill(int(pid), 0); return True
+    except ProcessLookupError: return False
+    except (PermissionError, ValueError, TypeError): return True
+
+def _exiting(pid) -> bool:
+    "Whether process `pid` (of this host) is gone or on its way out: a zombie, or PF_EXITING in /proc/PID/stat."
+    try: f = Path(f'/proc/{int(pid)}/stat').read_text().rsplit(')', 1)[1].split()
+    except (ValueError, TypeError): return False
+    except OSError: return not _pid_alive(pid)
+    return f[0] in 'ZXx' or bool(int(f[6]) & 0x4)
+
+class OutputLock:
+    "This process's exclusive hold on the output folder of a run, until `release()` or its exit (however it exits)."
+    def __init__(self, output_dir):
+        import fcntl
+        self.path = Path(output_dir)/LOCK_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, 'a+')
+        try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not self._outlive_holder(fcntl): self._refuse(output_dir)
+        except OSError:                                # a filesystem without locks: go by the holder it names
+            h = _holder(self.path)
+            if h.get('pid') not in (None, os.getpid()) and (h.get('host') != socket.gethostname() or _pid_alive(h['pid'])):
+                self._refuse(output_dir, f" (if that run has ended, delete {self.path})")
+        self.f.seek(0); self.f.truncate()              # ours now (a dead holder's lock is simply taken over)
+        self.f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))) + '\n')
+        self.f.flush()
+
+    def _outlive_holder(self, fcntl, grace: float = 30) -> bool:
+        "A holder on this host killed a moment ago keeps its lock until its exit completes (freeing its memory first): wait for that."
+        t0 = time.time()
+        while time.time() - t0 < grace:
+            h = _holder(self.path)
+            if h.get('host') != socket.gethostname() or not _exiting(h.get('pid')): return False
+            time.sleep(0.05)
+            try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+            except BlockingIOError: pass
+        return False
+
+    def _refuse(self, output_dir, hint=''):
+        h = _holder(self.path); self.f.close()
+        raise OCKError(f"output_dir {output_dir} is in use by another training run: pid {h.get('pid', '?')} on host "
+                       f"{h.get('host', '?')}" + (f" (since {h['since']})" if 'since' in h else '') +
+                       f"; wait for it to end or stop it, or choose another output_dir{hint}")
+
+    def release(self):
+        "Let the folder go."
+        if not self.f.closed:
+            try: self.f.seek(0); self.f.truncate()
+            finally: self.f.close()
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.release()
+
 # %% ../nbs/26_train.ipynb #fac100a1
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -73,10 +172,15 @@ def train(cfg: TrainConfig | dict | str, overrides=None) -> dict:
     cfg = load_train_config(cfg, overrides) if not isinstance(cfg, TrainConfig) else cfg
     if 'RANK' not in os.environ:                        # alone: a world of one
         os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
-    t = (LoraTrainer if cfg.lora else Trainer)(cfg).setup()    # adapters on a frozen base (25_lora), or every weight (24_trainer)
-    try: steps = t.run()
-    except BaseException: t.close(wait=False); raise      # no barrier: another stage may be blocked in a send/receive
-    t.close()
+    # the folder is this run's: held by the launcher (launch_training), else by rank 0 (alone, or under another launcher)
+    lock = OutputLock(cfg.output_dir) if os.environ['RANK'] == '0' and 'OCK_LAUNCHER_PID' not in os.environ else None
+    try:
+        t = (LoraTrainer if cfg.lora else Trainer)(cfg).setup()    # adapters on a frozen base (25_lora), or every weight (24_trainer)
+        try: steps = t.run()
+        except BaseException: t.close(wait=False); raise  # no barrier: another stage may be blocked in a send/receive
+        t.close()
+    finally:
+        if lock: lock.release()
     recs = read_metrics(cfg.output_dir)
     return dict(steps=steps, loss=recs[-1]['loss'] if recs else None, wall=t.wall, output_dir=cfg.output_dir,
                 resumed_from=str(t.resumed_from) if t.resumed_from else None)
@@ -95,6 +199,9 @@ def _exit_now(code: int, msg: str | None = None):
 def _worker(argv) -> int:
     "Entry of each launched process: `CONFIG [key=value …]` (ignores the deepspeed launcher's --local_rank)."
     argv = [a for a in argv if not a.startswith('--local_rank')]
+    launcher = os.environ.get('OCK_LAUNCHER_PID')      # set by launch_training: torchrun's parent
+    if not die_with_parent(grandparent=int(launcher) if launcher else None):
+        _exit_now(1, f"the launcher{' (pid ' + launcher + ')' if launcher else ''} is gone; not starting")
     try: train(argv[0], argv[1:])
     except OCKError as e: _exit_now(2, str(e))
     except SystemExit as e: _exit_now(e.code if isinstance(e.code, int) else 1)
@@ -123,23 +230,10 @@ def default_nproc(cfg: TrainConfig) -> int:
     import torch
     return torch.cuda.device_count() if torch.cuda.is_available() else cfg.pipeline_parallel
 
-# %% ../nbs/26_train.ipynb #26b0c006
-def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_rank: int = 0,
-                    master_addr: str = '127.0.0.1', master_port: int | None = None, env: dict | None = None,
-                    timeout: float | None = None, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess:
-    "Check `config` (a YAML path, dict or TrainConfig) and run it with torchrun on `nproc` processes (per node)."
-    overrides = list(overrides or [])
-    if isinstance(config, (dict, TrainConfig)):
-        cfgd = asdict(config) if isinstance(config, TrainConfig) else dict(config)
-        import yaml
-        Path(cfgd.get('output_dir', 'runs/run')).mkdir(parents=True, exist_ok=True)
-        path = Path(cfgd.get('output_dir', 'runs/run'))/'launch_config.yaml'
-        path.write_text(yaml.safe_dump(cfgd, sort_keys=False))
-    else: path = Path(config)
-    cfg = load_train_config(path, overrides)
-    nproc = nproc or default_nproc(cfg)
-    check_config(cfg, nproc * nnodes)
-    e = {**os.environ, **(env or {})}
+# %% ../nbs/26_train.ipynb #f7a1000a
+def _launch_env(env, nproc) -> dict:
+    "The environment of torchrun and its workers."
+    e = {**os.environ, **(env or {}), 'OCK_LAUNCHER_PID': str(os.getpid())}
     # this interpreter's bin first: torchrun, and the ninja DeepSpeed builds its CPU op with (another ninja on PATH,
     # e.g. in a papermill kernel, makes DeepSpeed rebuild the op on every launch)
     bindir = str(Path(sys.executable).parent)
@@ -147,15 +241,41 @@ def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_
     e.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // nproc)))
     if not _cuda(): e.setdefault('DS_ACCELERATOR', 'cpu')
     e.setdefault('TOKENIZERS_PARALLELISM', 'false')
-    cmd = launch_command(path, overrides, nproc, nnodes, node_rank, master_addr, master_port)
-    r = subprocess.run(cmd, env=e, timeout=timeout, text=True, capture_output=capture)
-    if check and r.returncode: raise OCKError(f"training exited with code {r.returncode}" + (f": {_first_error(r.stderr)}" if capture else ''))
-    return r
+    return e
 
 def _first_error(text):
     "The first `error: ` line of the workers (the rank that failed first; the others report losing it), else the last line."
     errs = [l for l in (text or '').splitlines() if l.startswith('error: ')]
     return errs[0][7:] if errs else (text or '').strip().splitlines()[-1:] and (text or '').strip().splitlines()[-1]
+
+# %% ../nbs/26_train.ipynb #26b0c006
+def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_rank: int = 0,
+                    master_addr: str = '127.0.0.1', master_port: int | None = None, env: dict | None = None,
+                    timeout: float | None = None, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+    """Check `config` (a YAML path, dict or TrainConfig), hold its output folder (node 0) and run it with torchrun on
+    `nproc` processes (per node); torchrun and the workers die with this process."""
+    overrides = list(overrides or [])
+    cfgd = (asdict(config) if isinstance(config, TrainConfig) else dict(config)) if isinstance(config, (dict, TrainConfig)) else None
+    cfg = load_train_config(Path(config) if cfgd is None else cfgd, overrides)
+    nproc = nproc or default_nproc(cfg)
+    out = Path(cfg.output_dir)
+    lock = OutputLock(out) if node_rank == 0 and out.exists() else None     # a folder in use: that first
+    try:
+        check_config(cfg, nproc * nnodes)
+        if node_rank == 0 and lock is None: lock = OutputLock(out)
+        if cfgd is None: path = Path(config)
+        else:
+            import yaml
+            path = Path(cfgd.get('output_dir', 'runs/run'))/'launch_config.yaml'
+            path.parent.mkdir(parents=True, exist_ok=True); path.write_text(yaml.safe_dump(cfgd, sort_keys=False))
+        cmd = launch_command(path, overrides, nproc, nnodes, node_rank, master_addr, master_port)
+        r = subprocess.run(cmd, env=_launch_env(env, nproc), timeout=timeout, text=True, capture_output=capture,
+                           preexec_fn=dies_with_me())
+    finally:
+        if lock: lock.release()
+    if check and r.returncode: raise OCKError(f"training exited with code {r.returncode}" + (f": {_first_error(r.stderr)}" if capture else ''))
+    return r
+
 
 # %% ../nbs/26_train.ipynb #ce37fc04
 @ock_script
@@ -177,11 +297,12 @@ def ock_train(config: str,                 # the run's YAML config (see 22_confi
         return
     cfg = load_train_config(config, overrides)
     n = nproc or default_nproc(cfg)
-    facts = check_config(cfg, n * nnodes)
     if check and cfg.lora:
+        facts = check_config(cfg, n * nnodes)
         print(f"ok: {facts['family']} with {facts['layers']} blocks; {facts['summary']}; world {facts['world']} = dp {facts['dp']}"
               + (f"; resumes from {facts['latest']}" if facts['latest'] else '')); return
     if check:
+        facts = check_config(cfg, n * nnodes)
         print(f"ok: {facts['family']} with {facts['layers']} blocks; world {facts['world']} = pp {facts['pp']} x dp {facts['dp']}; "
               f"stages own pipeline layers {facts['partition']}" + (f"; resumes from {facts['latest']}" if facts['latest'] else ''))
         return

@@ -1,9 +1,10 @@
-"""Faults in multi-process training (tiny models, CPU, gloo): a worker that raises ends the whole run with its error on
-the launcher's stderr instead of hanging it.
+"""Faults in multi-process training (tiny models, CPU, gloo): a worker that raises, or is killed, ends the whole run with
+its error on the launcher's stderr instead of hanging it; a SIGKILL of `ock-train` (or of its process group) leaves no
+worker behind; a second run refuses an output folder a live run holds.
 
 Faults are injected into the workers through a `sitecustomize` module on their PYTHONPATH (test-only: the package has
 no fault hooks). Every wait polls for an event under a generous guard: the guards catch hangs, they do not time speed."""
-import os, sys, time, signal, subprocess
+import os, sys, json, time, signal, socket, subprocess
 from pathlib import Path
 import pytest, yaml
 
@@ -132,15 +133,78 @@ def test_rank1_raising_at_step_k_ends_pp2_run(env):
     assert rc != 0 and _errors(out)[0] == 'error: [rank 1] RuntimeError: injected fault at step 3', out[-3000:]
     assert [r['step'] for r in read_metrics(d/'raise1')] == [1, 2]       # rank 0 could not finish step 3 without rank 1
 
-def test_rank0_disk_full_while_logging_ends_pp2_run(env):
-    d, base = env
-    rc, out = _run(d, 'disk0', base, fault='0:2:disk')
-    first = _errors(out)[0]
-    assert rc != 0 and first.startswith('error: [rank 0] ') and 'metrics.jsonl: cannot write: No space left on device' in first, out[-3000:]
-
-def test_lora_dp2_rank1_raising_ends_run(env):
+def test_lora_dp2_rank0_disk_full_while_logging_ends_run(env):
     d, base = env
     cfg = {**base, 'pipeline_parallel': 1, 'lora': True, 'lora_r': 4, 'lora_alpha': 8, 'lora_target': 'all-linear'}
-    rc, out = _run(d, 'lora1', cfg, fault='1:2:step')
-    assert rc != 0 and _errors(out)[0] == 'error: [rank 1] RuntimeError: injected fault at step 2', out[-3000:]
+    rc, out = _run(d, 'lora0', cfg, fault='0:2:disk')      # rank 1 waits in the next step's all-reduce
+    first = _errors(out)[0]
+    assert rc != 0 and first.startswith('error: [rank 0] ') and 'metrics.jsonl: cannot write: No space left on device' in first, out[-3000:]
+    assert [r['step'] for r in read_metrics(d/'lora0')] == [1]
 
+# ---- item 4: the workers die with their launcher; one live run per output folder
+def _steps(out):
+    f = Path(out)/'metrics.jsonl'
+    return f.read_text().count('\n') if f.exists() else 0
+
+def _wait_steps(p, out, n, log):
+    "Poll until the run in `out` has logged `n` metrics lines."
+    t0 = time.time()
+    while _steps(out) < n:
+        assert p.poll() is None and time.time() - t0 < GUARD, Path(log).read_text()[-3000:]
+        time.sleep(0.2)
+
+def _rank_of(pid):
+    "The RANK in the environment of process `pid` (None: not a worker, or gone)."
+    try: env = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
+    except OSError: return None
+    return next((int(v[5:]) for v in env if v.startswith(b'RANK=')), None)
+
+def _workers(procs): return {(p, t) for p, t in procs if _rank_of(p) is not None}
+
+@pytest.fixture(scope='module')
+def live(env):
+    "A long pp=2 run (checkpoints every 2 steps) in one folder, for the kills below in turn."
+    d, base = env
+    return d, _config(d, 'live', {**base, 'total_steps': 100000, 'checkpoint_every': 2}), d/'live'
+
+def _start_live(live, name):
+    d, cfgp, out = live
+    log = d/f'{name}.log'
+    with open(log, 'w') as f: p = _start([cfgp], _env(d), f)
+    try:
+        _wait_steps(p, out, _steps(out) + 1, log)        # training (not just starting): a new metrics line
+        procs = _tree(p.pid)
+        assert len(_workers(procs)) == 2, procs
+    except BaseException:
+        _kill_all(_tree(p.pid)); p.kill(); p.wait(); raise
+    return p, procs, log
+
+def test_sigkill_of_launcher_leaves_no_worker_and_a_second_run_is_refused(live):
+    d, cfgp, out = live
+    p, procs, _ = _start_live(live, 'live1')
+    try:                                                  # a second run on the folder: one line naming the holder
+        log2 = d/'second.log'
+        with open(log2, 'w') as f: rc, text = _finish(_start([cfgp], _env(d), f), log2)
+        lines = [l for l in text.strip().splitlines() if 'real_accelerator' not in l]
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith('error: '), text[-3000:]
+        assert f'pid {p.pid} on host {socket.gethostname()}' in lines[0], lines
+    finally:
+        os.kill(p.pid, signal.SIGKILL); p.wait()
+        _wait_gone(procs, 'after SIGKILL of ock-train')
+
+def test_sigkill_of_launcher_group_leaves_no_worker(live):
+    d, cfgp, out = live
+    stale = json.loads((out/'train.lock').read_text() or '{}') if (out/'train.lock').exists() else {}
+    p, procs, _ = _start_live(live, 'live2')              # the lock of the killed run above is taken over
+    assert not stale or json.loads((out/'train.lock').read_text())['pid'] == p.pid != stale['pid']
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    _wait_gone(procs, 'after SIGKILL of the process group of ock-train')
+
+def test_sigkill_of_one_worker_ends_the_run(live):
+    d, cfgp, out = live
+    p, procs, log = _start_live(live, 'live3')
+    victim = next(w for w in _workers(procs) if _rank_of(w[0]) == 1)
+    os.kill(victim[0], signal.SIGKILL)
+    rc, text = _finish(p, log)
+    assert rc != 0 and 'error: training failed' in text, text[-3000:]
+    _wait_gone(procs, "after SIGKILL of a worker")
