@@ -394,8 +394,9 @@ def model_card(self: Service) -> dict:
 
 # %% ../nbs/63_server.ipynb #5e7a0006
 @patch
-async def health(self: Service) -> dict:
-    "`GET /health`: liveness and load (active and queued sequences, the engine's counters)."
+async def health(self: Service, request: Request) -> dict:
+    "`GET /health`: liveness for anyone; load (active and queued sequences, the engine's counters) for a caller with the key."
+    if not key_ok(request.headers.get('authorization'), self.api_key): return {'status': 'ok'}
     return {'status': 'ok', 'model': self.name, **self.engine.load(), 'retrieval': self.retriever is not None,
             'moderation': self.gate is not None, 'stats': dict(self.engine.stats)}
 

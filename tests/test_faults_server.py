@@ -187,3 +187,13 @@ def test_long_stop_string_is_400(keyed):
             assert r.status_code == 400 and r.json()['error']['param'] == 'stop', r.text[:300]
         r = httpx.post(keyed + path, headers=AUTH, timeout=60, json={'model': 'tiny-chat', 'max_tokens': 2, 'stop': ['z' * 256], **body})
         assert r.status_code == 200, r.text[:300]
+
+# 6. /health: liveness for anyone, the details only with the key -------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_health_details_need_the_key(keyed):
+    for headers in ({}, {'Authorization': 'Bearer wrong'}, {'Authorization': KEY}, {'X-Api-Key': KEY}):
+        r = httpx.get(keyed + '/health', headers=headers, timeout=30)
+        assert r.status_code == 200 and r.json() == {'status': 'ok'}, (headers, r.text)
+    h = httpx.get(keyed + '/health', headers=AUTH, timeout=30).json()
+    assert h['status'] == 'ok' and {'model', 'active', 'queued', 'stats'} <= set(h), h
