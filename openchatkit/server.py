@@ -24,7 +24,7 @@ __all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'MAX_MESSAGES', 'MAX_STOP_CHARS', 'LOOPB
            'check_messages', 'check_common', 'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job',
            'token_text', 'gather', 'collect', 'released', 'stream_events', 'Service', 'check_input',
            'check_response_options', 'output_message', 'response_object', 'response_status', 'response_events',
-           'make_app', 'ock_serve']
+           'make_app', 'serve_app', 'ock_serve']
 
 # %% ../nbs/63_server.ipynb #b7d66b7c
 class APIError(Exception):
@@ -200,6 +200,8 @@ class Job:
     lp: int | None = None                  # log-probabilities asked: alternatives per token (None: not asked)
     prompt_lp: bool = False                # ... of the echoed prompt too (text completions)
     created: int = field(default_factory=lambda: int(time.time()))
+    registry: dict | None = None           # the server's requests in flight (`Service.jobs`): this one leaves it when it ends
+    aborted: object = None                 # the `APIError` that ended it early (the server is shutting down)
 
     def __post_init__(self):
         k = len(self.seqs)
@@ -207,8 +209,19 @@ class Job:
         self.shown, self.sent, self.offset = [0] * k, [0] * k, [0] * k     # log-probabilities: characters shown, tokens reported
 
     def cancel(self):
-        "Free the engine's slots: every sequence of this request leaves the batch."
+        "The request is over (answered, or its client went away): every sequence leaves the batch, the request leaves the registry."
         for s in self.seqs: s.cancel()
+        if self.registry is not None: self.registry.pop(self.rid, None)
+
+    def abort(self, err):
+        "End the request early with `err`: its sequences stop, and whoever answers it answers `err` (an error body, or event)."
+        self.aborted = err
+        for s in self.seqs: s.cancel()
+        self.events.put_nowait((None, ('abort',)))
+
+    def failure(self, ev):
+        "The `APIError` for an 'error' event of the engine, or the one this request was aborted with."
+        return self.aborted if ev[0] == 'abort' else APIError(500, ev[1], 'server_error')
 
     def usage(self) -> dict:
         n = sum(self.ntok)
@@ -301,7 +314,7 @@ async def gather(request, job: Job) -> tuple[list, list] | None:
             except asyncio.TimeoutError:
                 if await request.is_disconnected(): return None
                 continue
-            if ev[0] == 'error': raise APIError(500, ev[1], 'server_error')
+            if ev[0] in ('error', 'abort'): raise job.failure(ev)
             if ev[0] == 'done': texts[i], fins[i] = await job.done(i, ev); left -= 1
     finally: job.cancel()
     return texts, fins
@@ -316,12 +329,12 @@ async def collect(request, job: Job) -> JSONResponse | None:
 
 # %% ../nbs/63_server.ipynb #5e7a0003
 async def released(job: Job):
-    "`job`'s text as it is released: `(i, text, None)` for new text of choice `i`, `(i, text, finish)` at its end; `(None, message, 'error')` ends it."
+    "`job`'s text as it is released: `(i, text, None)` for new text of choice `i`, `(i, text, finish)` at its end; `(None, APIError, 'error')` ends it."
     closed, left = set(), len(job.seqs)
     while left:
         i, ev = await job.events.get()
         if i in closed: continue
-        if ev[0] == 'error': yield None, ev[1], 'error'; return
+        if ev[0] in ('error', 'abort'): yield None, job.failure(ev), 'error'; return
         if ev[0] == 'delta':
             rel = job.releases[i]
             text = await job.release(rel.feed, ev[1])
@@ -342,7 +355,7 @@ async def stream_events(job: Job, include_usage: bool = False):
                 yield _sse(first)
         echoed = set()
         async for i, text, fin in released(job):
-            if i is None: yield _sse(APIError(500, text, 'server_error').body()); break
+            if i is None: yield _sse(text.body()); break              # an error event, then [DONE] as always
             if job.prefix and i not in echoed:     # the echoed prompt, once its log-probabilities are known (after the prefill)
                 echoed.add(i); yield _sse(job.chunk(i, job.echo(i), logprobs=job.prompt_logprobs(i) if job.prompt_lp else None))
             if text: yield _sse(job.chunk(i, text, logprobs=job.logprobs(i, text)))
@@ -351,7 +364,7 @@ async def stream_events(job: Job, include_usage: bool = False):
             if include_usage:
                 yield _sse({'id': job.rid, 'object': 'chat.completion.chunk' if job.chat else 'text_completion',
                             'created': job.created, 'model': job.model, 'choices': [], 'usage': job.usage()})
-            yield "data: [DONE]\n\n"
+        yield "data: [DONE]\n\n"
     finally: job.cancel()                 # the client went away (or we are done): free the slots
 
 # %% ../nbs/63_server.ipynb #5e7a0004
@@ -367,6 +380,7 @@ class Service:
         self.retriever, self.gate, self.k = retriever, gate, k
         self.template = {'auto': 'auto', 'on': True, 'off': False}.get(str(chat_template), chat_template)
         self.created = int(time.time())
+        self.jobs, self.draining = {}, False      # requests in flight (by id); shutting down (`drain`)
 
     def __repr__(self): return f"Service({self.name!r}, {self.engine!r})"
 
@@ -394,8 +408,10 @@ def model_card(self: Service) -> dict:
 
 # %% ../nbs/63_server.ipynb #5e7a0006
 @patch
-async def health(self: Service) -> dict:
-    "`GET /health`: liveness and load (active and queued sequences, the engine's counters)."
+async def health(self: Service, request: Request) -> dict:
+    "`GET /health`: liveness for anyone; load (active and queued sequences, the engine's counters) for a caller with the key."
+    if self.draining: return JSONResponse({'status': 'shutting_down'}, 503)
+    if not key_ok(request.headers.get('authorization'), self.api_key): return {'status': 'ok'}
     return {'status': 'ok', 'model': self.name, **self.engine.load(), 'retrieval': self.retriever is not None,
             'moderation': self.gate is not None, 'stats': dict(self.engine.stats)}
 
@@ -414,6 +430,7 @@ async def model(self: Service, model_id: str) -> dict:
 @patch
 def submit(self: Service, prompts_ids, opts, chat, rid, prefix=None) -> Job:
     "Submit the sequences of a checked request to the engine: its `Job`."
+    self.accepting()                               # (no new work while the server shuts down)
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
     gen = dict(opts['gen'])
     if chat: gen['stop'] = tuple(GEN_DEFAULTS['stop']) + tuple(gen.get('stop', ()))
@@ -429,9 +446,11 @@ def submit(self: Service, prompts_ids, opts, chat, rid, prefix=None) -> Job:
     try: self.engine.submit(seqs)
     except QueueFull as e: raise APIError(429, str(e), 'rate_limit_error', code='server_busy', headers={'Retry-After': '1'})
     moderated = chat and self.gate is not None
-    return Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
-               [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'],
-               opts.get('logprobs'), bool(opts.get('prompt_logprobs')))
+    job = Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
+              [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'],
+              opts.get('logprobs'), bool(opts.get('prompt_logprobs')))
+    job.registry = self.jobs; self.jobs[rid] = job # in flight until it ends (`Job.cancel`)
+    return job
 
 @patch
 async def run(self: Service, request, prompts_ids, opts, chat, rid, prefix=None):
@@ -531,6 +550,27 @@ async def completions(self: Service, request: Request):
     prefix = [x if isinstance(x, str) else cm.tokenizer.decode(x) for x in prompts] if echo else None
     return await self.run(request, ids, opts, False, f"cmpl-{uuid.uuid4().hex}", prefix=prefix)
 
+# %% ../nbs/63_server.ipynb #a0d97d06
+_SHUTDOWN = "the server is shutting down; retry shortly (on another instance, if there is one)"
+
+@patch
+def accepting(self: Service):
+    "Refuse new work while the server shuts down: 503 (a dependency of every `/v1` route)."
+    if self.draining: raise APIError(503, _SHUTDOWN, 'server_error', code='server_shutting_down', headers={'Retry-After': '1'})
+
+# %% ../nbs/63_server.ipynb #c3d7c149
+@patch
+async def drain(self: Service, timeout: float = 10.0, grace: float = 5.0):
+    "Shut down gently: refuse new requests (503), give those in flight `timeout` seconds to finish, end the rest with a 503."
+    self.draining, loop = True, asyncio.get_running_loop()
+    async def settle(seconds):                     # until no request is in flight, or `seconds` passed
+        end = loop.time() + seconds
+        while self.jobs and loop.time() < end: await asyncio.sleep(0.02)
+    await settle(timeout)
+    err = APIError(503, _SHUTDOWN, 'server_error', code='server_shutting_down')
+    for job in list(self.jobs.values()): job.abort(err)
+    await settle(grace)                            # their error bodies and events go out
+
 # %% ../nbs/63_server.ipynb #c4e5a002
 import re, itertools
 RESPONSES_UNSUPPORTED = {'tools': 'tools', 'previous_response_id': 'stored responses (previous_response_id)', 'conversation': 'conversations',
@@ -616,7 +656,7 @@ async def response_events(job: Job, body: dict, mid: str, refusal: str | None = 
         if refusal: yield ev('response.output_text.delta', **at, delta=refusal, logprobs=[])
         else:
             async for _, piece, f in released(job):
-                if f == 'error': yield ev('error', code='server_error', message=piece, param=None); return
+                if f == 'error': yield ev('error', code=piece.code or 'server_error', message=piece.message, param=None); return
                 if piece: text += piece; yield ev('response.output_text.delta', **at, delta=piece, logprobs=[])
                 fin = f or fin
         status, reason = response_status(fin)
@@ -672,7 +712,7 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal)
-    key = [Depends(svc.auth)]
+    key = [Depends(svc.auth), Depends(svc.accepting)]
     app.add_api_route('/health', svc.health, methods=['GET'])
     app.add_api_route('/v1/models', svc.models, methods=['GET'], dependencies=key)
     app.add_api_route('/v1/models/{model_id:path}', svc.model, methods=['GET'], dependencies=key)
@@ -680,6 +720,27 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
     app.add_api_route('/v1/completions', svc.completions, methods=['POST'], dependencies=key)
     app.add_api_route('/v1/responses', svc.responses, methods=['POST'], dependencies=key)
     return app
+
+# %% ../nbs/63_server.ipynb #052efcf4
+def serve_app(app, host: str = '127.0.0.1', port: int = 8000, log_level: str = 'info', drain_timeout: float = 10.0):
+    "Run `app` (from `make_app`) under uvicorn until SIGTERM or Ctrl-C, which drain it (`Service.drain`) before it exits 0; a second signal exits at once."
+    import uvicorn
+    svc = app.state.service
+    class Server(uvicorn.Server):
+        loop = None
+        async def serve(self, sockets=None):
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+        def handle_exit(self, sig, frame):      # (uvicorn's own re-raises the signal at exit: killed, not exit 0)
+            if svc.draining or self.should_exit or self.loop is None: self.should_exit = self.force_exit = svc.draining = True; return
+            svc.draining = True                 # (from here on new requests get 503; the rest runs on the event loop)
+            self.loop.call_soon_threadsafe(self.start_drain)
+        def start_drain(self): self.drainer = self.loop.create_task(self.drain())
+        async def drain(self):
+            print(f"Shutting down: {len(svc.jobs)} request(s) in flight get up to {drain_timeout:g}s to finish; new ones get 503", flush=True)
+            try: await svc.drain(drain_timeout)
+            finally: self.should_exit = True
+    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)).run()
 
 # %% ../nbs/63_server.ipynb #fbc63138
 @ock_script
@@ -703,9 +764,9 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
               load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
               threads:int=None, # CPU threads for torch (default: torch's choice)
               log_level:str='info', # uvicorn log level: critical, error, warning, info, debug
+              drain_timeout:float=10, # on SIGTERM or Ctrl-C: seconds requests in flight get to finish (new ones get 503) before they are ended
               ):
     "Serve a chat model under the OpenAI API (chat and text completions, streaming) with uvicorn."
-    import uvicorn
     from openchatkit.inference import resolve_model
     api_key = api_key or os.environ.get('OCK_API_KEY') or None
     check_bind(host, api_key)
@@ -713,6 +774,7 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
     for flag, v in (('--max-batch', max_batch), ('--max-tokens', max_tokens), ('--max-body', max_body), ('--k', k)):
         if v < 1: raise OCKError(f"{flag} must be at least 1, got {v}")
     if max_queue < 0: raise OCKError(f"--max-queue must be >= 0, got {max_queue}")
+    if not 0 <= drain_timeout < float('inf'): raise OCKError(f"--drain-timeout must be a number of seconds >= 0, got {drain_timeout}")
     if chat_template not in ('auto', 'on', 'off'): raise OCKError(f"--chat-template must be auto, on or off, got {chat_template!r}")
     name = model or default_model()
     if name is None: raise OCKError("no model given and this install ships none: pass --model DIR_OR_HUB_ID")
@@ -727,4 +789,4 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
                    chat_template, aliases=(name,))
     print(f"Serving {served!r} on http://{host}:{port}/v1 (max batch {max_batch}, queue {max_queue}"
           f"{', API key required' if api_key else ''})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    serve_app(app, host, port, log_level, drain_timeout)

@@ -5,7 +5,7 @@ drains, every malformed field is a 400, special tokens typed by a user stay text
 As in `test_server.py`, no verdict depends on the machine's speed: the engine hold (`$OCK_ENGINE_HOLD`) keeps
 requests in flight while a test acts. The one time bound, `/health` answering within 2 s while a huge request is
 being prepared, is the property itself: before the fix that answer took minutes."""
-import json, time, signal, socket, subprocess
+import json, time, signal, socket, threading, subprocess
 from pathlib import Path
 import pytest
 import httpx
@@ -187,3 +187,65 @@ def test_long_stop_string_is_400(keyed):
             assert r.status_code == 400 and r.json()['error']['param'] == 'stop', r.text[:300]
         r = httpx.post(keyed + path, headers=AUTH, timeout=60, json={'model': 'tiny-chat', 'max_tokens': 2, 'stop': ['z' * 256], **body})
         assert r.status_code == 200, r.text[:300]
+
+# 6. /health: liveness for anyone, the details only with the key -------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_health_details_need_the_key(keyed):
+    for headers in ({}, {'Authorization': 'Bearer wrong'}, {'Authorization': KEY}, {'X-Api-Key': KEY}):
+        r = httpx.get(keyed + '/health', headers=headers, timeout=30)
+        assert r.status_code == 200 and r.json() == {'status': 'ok'}, (headers, r.text)
+    h = httpx.get(keyed + '/health', headers=AUTH, timeout=30).json()
+    assert h['status'] == 'ok' and {'model', 'active', 'queued', 'stats'} <= set(h), h
+
+# 2. SIGTERM drains ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_sigterm_drains(tiny, tmp_path):
+    """8 streams and a whole request held mid-generation, then SIGTERM: new requests get 503, every stream ends with
+    an error event (or its finish reason) and `data: [DONE]`, the whole request gets a JSON answer, and the process
+    exits 0. Before: the streams were cut off without either, and the process died of the signal."""
+    hold = Hold(tmp_path/'limit')
+    p, url, logp = start(tiny, '--model-name', 'tiny-chat', '--max-batch', '16', '--drain-timeout', '8',
+                         env={'OCK_ENGINE_HOLD': str(hold.path)})
+    try:
+        warm = httpx.post(url + CHAT, json={'model': 'tiny-chat', 'max_tokens': 1, 'messages': [{'role': 'user', 'content': 'hi'}]}, timeout=60)
+        assert warm.status_code == 200                 # (the engine batches once a first prefill showed it can)
+        t0 = httpx.get(url + '/health', timeout=30).json()['stats']['tokens']
+        hold.at(t0)                                     # first every request is queued ...
+        body = {'model': 'tiny-chat', 'max_tokens': 200, 'ignore_eos': True, 'stop': ['@@never@@'], 'temperature': 0,   # (greedy: no
+                # sampled '<human>:' ends a reply early; the same text for all, whatever the batch)
+                'messages': [{'role': 'user', 'content': 'Tell me a long story.'}]}
+        got, errors = {}, []
+        def streamed(i):
+            try:
+                with httpx.stream('POST', url + CHAT, json={**body, 'stream': True}, timeout=120) as r:
+                    got[i] = (r.status_code, [l for l in r.iter_lines() if l])
+            except Exception as e: errors.append((i, repr(e)))
+        def whole():
+            try: got['whole'] = httpx.post(url + CHAT, json=body, timeout=120)
+            except Exception as e: errors.append(('whole', repr(e)))
+        threads = [threading.Thread(target=streamed, args=(i,)) for i in range(8)] + [threading.Thread(target=whole)]
+        for t in threads: t.start()
+        wait_until(lambda: httpx.get(url + '/health', timeout=30).json()['queued'] == 9, 'the 9 requests to be queued')
+        hold.at(t0 + 18)                                # ... then all are admitted together and make two tokens each
+        h = wait_until(lambda: (h := httpx.get(url + '/health', timeout=30).json())['stats']['tokens'] >= t0 + 18 and h,
+                       'the 9 sequences to be held mid-generation')
+        p.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(url + '/health', timeout=30).status_code == 503, 'the server to start draining')
+        r = httpx.post(url + CHAT, json={**body, 'max_tokens': 2}, timeout=30)
+        assert r.status_code == 503 and r.json()['error']['code'] == 'server_shutting_down', r.text
+        for t in threads: t.join(120)
+        assert p.wait(60) == 0, logp.read_text()
+    finally:
+        hold.release()
+        if p.poll() is None: p.kill(); p.wait(10)
+    assert not errors, errors
+    for i in range(8):
+        status, lines = got[i]
+        assert status == 200 and lines[-1] == 'data: [DONE]', (i, lines[-3:])
+        last = json.loads(lines[-2][6:])
+        assert last.get('error', {}).get('code') == 'server_shutting_down' or last['choices'][0]['finish_reason'], (i, last)
+    w = got['whole']
+    assert (w.status_code, w.json()['error']['code']) == (503, 'server_shutting_down') or w.status_code == 200, w.text
+    assert f"Shutting down: {h['active']} request(s) in flight" in logp.read_text()

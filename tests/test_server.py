@@ -63,7 +63,9 @@ class Hold:
     def at(self, tokens: int): self.path.write_text(str(tokens))
     def release(self): self.path.unlink(missing_ok=True)
 
-def health(url): return httpx.get(url + '/health', timeout=30).json()
+def health(url):
+    "The server's /health with its details (sent with the key of `small_keyed`; a server without a key ignores it)."
+    return httpx.get(url + '/health', headers=KEY, timeout=30).json()
 
 @pytest.fixture(scope='module')
 def hold(tmp_path_factory): return Hold(tmp_path_factory.mktemp('hold')/'limit')
@@ -234,7 +236,9 @@ def test_api_key(tiny, small_keyed):
     r = httpx.get(url + '/v1/models', headers={'Authorization': 'Bearer sk-test-1234'})
     assert r.status_code == 401 and r.json()['error']['code'] == 'invalid_api_key'
     assert httpx.post(url + '/v1/chat/completions', json={'model': name, 'messages': MSGS}).status_code == 401
-    assert httpx.get(url + '/health').status_code == 200          # liveness needs no key
+    assert httpx.get(url + '/health').json() == {'status': 'ok'}          # liveness needs no key; the details do
+    assert httpx.get(url + '/health', headers={'Authorization': 'Bearer sk-test-1234'}).json() == {'status': 'ok'}
+    assert 'stats' in httpx.get(url + '/health', headers=KEY).json()
     with pytest.raises(AuthenticationError):
         OpenAI(base_url=url + '/v1', api_key='wrong', max_retries=0).models.list()
     c = OpenAI(base_url=url + '/v1', api_key='sk-test-123', max_retries=0)
