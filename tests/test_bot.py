@@ -17,6 +17,10 @@ def tiny(tmp_path_factory):
 def run(*args, stdin='', timeout=300):
     return subprocess.run([OCK_CHAT, *args], input=stdin, capture_output=True, text=True, env=ENV, timeout=timeout)
 
+def _default_sigint():
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def assert_one_line_error(r, *needles):
     assert r.returncode != 0, r
     assert 'Traceback' not in r.stderr, r.stderr
@@ -65,8 +69,10 @@ def test_quit_command(tiny):
 def test_terminal_session(tiny):
     "A real pseudo-terminal: streaming output, a command, Ctrl-C at the prompt exits with no traceback."
     pexpect = pytest.importorskip('pexpect')
+    # Ctrl-C must reach the shell even when this suite runs as a background job, which starts with SIGINT ignored
+    # (a child inherits that, and Python then leaves it ignored): the terminal a person types in has it at its default
     child = pexpect.spawn(OCK_CHAT, ['--model', tiny, '--max-tokens', '8', '--seed', '1'], env=ENV,
-                          encoding='utf-8', timeout=300, dimensions=(40, 200))
+                          encoding='utf-8', timeout=300, dimensions=(40, 200), preexec_fn=_default_sigint)
     try:
         child.expect_exact('Type /help or /? to list commands.')
         child.expect_exact('>>> ')
