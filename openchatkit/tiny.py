@@ -4,6 +4,7 @@
 
 # %% ../nbs/02_tiny.ipynb #cf2a3e0d
 from __future__ import annotations
+import re
 from pathlib import Path
 from .core import OCKError, seed_everything
 from .conversation import add_chat_template
@@ -24,12 +25,15 @@ def train_tokenizer(texts, vocab_size: int = 1024, extra_tokens=CHAT_TOKENS, mod
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(SPLIT_RE), behavior='isolated'),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
+    # each chat marker owns the whitespace after it (`rstrip`), and decoding writes one space back: a reply's first
+    # token is its first word (`17`, not ` 17`), so `generate` output reads as the reply, and `<bot>: 17` round-trips
+    tok.decoder = decoders.Sequence([*(decoders.Replace(t, t + ' ') for t in extra_tokens), decoders.ByteLevel()])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    marks = re.compile('(' + '|'.join(map(re.escape, extra_tokens)) + r')\s*') if extra_tokens else None
+    tok.train_from_iterator((marks.sub('\n', t) if marks else t for t in texts), trainer=trainer)   # words as they follow a marker
     # chat markers are ordinary (not special) added tokens: decoding keeps them, so stop words see them
-    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in extra_tokens])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False, rstrip=True) for t in extra_tokens])
     kw = {} if model_max_length is None else dict(model_max_length=model_max_length)   # else: set by `tiny_model`
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
                                    clean_up_tokenization_spaces=False, **kw)
