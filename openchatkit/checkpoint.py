@@ -10,7 +10,7 @@ from .core import OCKError, atomic_write_text
 
 # %% auto #0
 __all__ = ['writing', 'atomic_torch_save', 'check_checkpoint', 'read_meta', 'prune_checkpoints', 'publish_checkpoint',
-           'remove_stale', 'resolve_adapter', 'is_lora', 'read_metrics', 'open_metrics', 'plot_loss']
+           'remove_stale', 'resolve_adapter', 'is_lora', 'read_metrics', 'open_metrics', 'plot_loss', 'StepLog']
 
 # %% ../nbs/23_checkpoint.ipynb #657a4b65
 def _fsync(path):
@@ -162,3 +162,30 @@ def plot_loss(output_dir) -> Path | None:
     p = Path(output_dir)/'loss_curve.png'
     fig.tight_layout(); fig.savefig(p, dpi=100); plt.close(fig)
     return p
+
+# %% ../nbs/23_checkpoint.ipynb #c4e0b0a2
+class StepLog:
+    "A training run's per-step record: tokens/s and tokens, a `metrics.jsonl` line, the logger and the progress bar (rank 0)."
+    def __init__(self, out, log, start: int, stop: int, tokens_per_step: int, log_every: int = 10, progress: bool = False, main: bool = True,
+                 desc: str = 'train'):
+        from tqdm.auto import tqdm
+        import time
+        self.log, self.tps, self.log_every, self.main, self.clock = log, tokens_per_step, log_every, main, time.time
+        self.bar = tqdm(total=stop, initial=start, disable=not (main and progress), desc=desc, unit='step', dynamic_ncols=True)
+        self.f = open_metrics(out) if main else None
+        self.last_t, self.last_step = self.clock(), start
+
+    def __call__(self, step: int, rec: dict) -> dict:
+        "Complete `rec` (the step's loss, lr, …) with throughput and tokens, and record it."
+        now = self.clock()
+        rec['tok_s'] = (step - self.last_step) * self.tps / max(now - self.last_t, 1e-9); self.last_t, self.last_step = now, step
+        rec['tokens'] = step * self.tps
+        if self.main:
+            with writing(self.f.name): self.f.write(json.dumps({'step': step, **rec}) + '\n'); self.f.flush()
+            if step % self.log_every == 0 or 'eval_loss' in rec: self.log.log(rec, step)
+            self.bar.update(step - self.bar.n); self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
+        return rec
+
+    def close(self):
+        self.bar.close(); self.log.finish()
+        if self.f: self.f.close()

@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from .core import OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
 from .models import get_family, load_config, resolve_model, generation_config_for
 from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
-from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics,
+from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog,
                                     plot_loss, resolve_adapter, writing)
 
 # %% auto #0
@@ -356,7 +356,6 @@ def resume(self: LoraTrainer) -> bool:
 @patch
 def run(self: LoraTrainer) -> int:
     "Resume, train until `stop_at`/`total_steps`, log, checkpoint and export the adapter; returns the step reached."
-    from tqdm.auto import tqdm
     from openchatkit.data import batches
     cfg = self.cfg
     self.resume()
@@ -371,9 +370,8 @@ def run(self: LoraTrainer) -> int:
         import yaml; atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
         tr, tot = trainable_parameters(self.model)
         print(f"LoRA: {tr:,} trainable parameters of {tot:,} ({100 * tr / tot:.2f}%); dp {self.dp}", flush=True)
-    bar = tqdm(total=stop, initial=self.step, disable=not (main and cfg.progress), desc='train lora', unit='step', dynamic_ncols=True)
-    t0, last_t, last_step, ck = time.time(), time.time(), self.step, None
-    metrics_f = open_metrics(out) if main else None
+    steps = StepLog(out, log, self.step, stop, self.tokens_per_step, cfg.log_every, cfg.progress, main, 'train lora')
+    t0, ck = time.time(), None
     try:
         while self.step < stop:
             lr_used = self.sched.get_last_lr()[0]
@@ -386,18 +384,10 @@ def run(self: LoraTrainer) -> int:
             if self.scaler is not None: rec['loss_scale'] = float(self.scaler.get_scale())
             if cfg.eval_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps):
                 rec.update(self.evaluate())
-            now = time.time()
-            rec['tok_s'] = (step - last_step) * self.tokens_per_step / max(now - last_t, 1e-9); last_t, last_step = now, step
-            rec['tokens'] = step * self.tokens_per_step
-            if main:
-                with writing(metrics_f.name): metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
-                if step % cfg.log_every == 0 or 'eval_loss' in rec: log.log(rec, step)
-                bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', lr=f"{lr_used:.2e}")
+            steps(step, rec)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
                 ck = self.save()
-    finally:
-        bar.close(); log.finish()
-        if metrics_f: metrics_f.close()
+    finally: steps.close()
     if main:
         if ck is None and (self.ckpt_dir/'latest').exists(): ck = check_checkpoint(self.ckpt_dir)
         if ck is not None: self.export_adapter(ck)

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from .core import OCKError, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
 from .config import TrainConfig, build_optimizer, build_scheduler, make_stream
-from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, open_metrics, plot_loss,
+from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog, plot_loss,
                                     writing)
 
 # %% auto #0
@@ -274,7 +274,6 @@ def evaluate(self: Trainer) -> dict:
 @patch
 def run(self: Trainer) -> int:
     "Resume, train until `stop_at`/`total_steps`, log and checkpoint; returns the step reached."
-    from tqdm.auto import tqdm
     from openchatkit.data import batches
     cfg = self.cfg
     self.resume()
@@ -287,10 +286,8 @@ def run(self: Trainer) -> int:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         import yaml; atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
-    start = self.engine.global_steps
-    bar = tqdm(total=stop, initial=start, disable=not (main and cfg.progress), desc='train', unit='step', dynamic_ncols=True)
-    t0, last_t, last_step = time.time(), time.time(), start
-    metrics_f = open_metrics(out) if main else None
+    steps = StepLog(out, log, self.engine.global_steps, stop, self.tokens_per_step, cfg.log_every, cfg.progress, main)
+    t0 = time.time()
     try:
         while self.engine.global_steps < stop:
             lr_used = self.engine.get_lr()[0]
@@ -306,18 +303,10 @@ def run(self: Trainer) -> int:
             if cfg.precision == 'fp16': rec['loss_scale'] = float(getattr(self.engine.optimizer, 'cur_scale', 0) or 0); rec['skipped'] = self.engine.skipped_steps
             if cfg.eval_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps):
                 rec.update(self.evaluate())
-            now = time.time()
-            rec['tok_s'] = (step - last_step) * self.tokens_per_step / max(now - last_t, 1e-9); last_t, last_step = now, step
-            rec['tokens'] = step * self.tokens_per_step
-            if main:
-                with writing(metrics_f.name): metrics_f.write(json.dumps({'step': step, **rec}) + '\n'); metrics_f.flush()
-                if step % cfg.log_every == 0 or 'eval_loss' in rec: log.log(rec, step)
-                bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', lr=f"{rec['lr']:.2e}")
+            steps(step, rec)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
                 self.save()
-    finally:
-        bar.close(); log.finish()
-        if metrics_f: metrics_f.close()
+    finally: steps.close()
     if main: plot_loss(out)
     self.wall = time.time() - t0
     return self.engine.global_steps

@@ -9,7 +9,8 @@ import json, time, signal, socket, threading, subprocess
 from pathlib import Path
 import pytest
 import httpx
-from test_server import OCK_SERVE, ENV, free_port, wait_until, Hold, tiny   # noqa: F401 (tiny: a fixture)
+from test_server import OCK_SERVE, ENV, wait_until, Hold, tiny   # noqa: F401 (tiny: a fixture)
+from conftest import free_port
 
 KEY = 'sk-faults-1'
 AUTH = {'Authorization': f'Bearer {KEY}'}

@@ -8,9 +8,10 @@ older checkout, to see these tests fail on it); the default is this repository.
 
 "Mid-reply" is a state, not a race: the notebook sets the widget's `hold`, which pauses a reply after a number of
 tokens until Stop or Reset. `delay` (a wait before each token) lets the browser see the reply grow."""
-import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import pytest
+from conftest import free_port
 
 pw = pytest.importorskip('playwright.sync_api')
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,9 +28,6 @@ def _notebook(path, cells):
     nb = {'cells': [_cell(c) for c in cells], 'metadata': {'kernelspec': {'display_name': 'Python 3 (ipykernel)', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
     path.write_text(json.dumps(nb, indent=1))
-
-def _free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def _settings(d: Path):
     "Lab settings for a quiet, deterministic page: no news or update checks, every cell in the DOM."
@@ -48,7 +46,7 @@ def lab():
     _notebook(work/'chat.ipynb', ["from openchatkit.widget import ChatWidget\nw = ChatWidget()\nw",
                                   "w.sample.value = False   # greedy: the same replies on every run\nw.delay = 0.02          # let the browser see each token"])
     _settings(tmp/'settings')
-    port, token = _free_port(), os.urandom(12).hex()
+    port, token = free_port(), os.urandom(12).hex()
     env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp/'config'), 'JUPYTER_DATA_DIR': str(tmp/'data'),
            'JUPYTER_RUNTIME_DIR': str(tmp/'runtime'), 'JUPYTERLAB_SETTINGS_DIR': str(tmp/'settings'),
            'JUPYTERLAB_WORKSPACES_DIR': str(tmp/'workspaces'), 'IPYTHONDIR': str(tmp/'ipython'), 'MPLCONFIGDIR': str(tmp/'mpl'),

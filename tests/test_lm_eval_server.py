@@ -2,10 +2,10 @@
 small local tasks (tests/lm_eval_tasks: held-out skill questions, one generation task, one multiple-choice task), and
 agrees with `--model hf` on the same model directory. Before `/v1/completions` gave log-probabilities, the
 multiple-choice task failed with `400 'logprobs' is not supported by this server`."""
-import os, sys, json, time, socket, subprocess, contextlib
+import os, sys, json, subprocess
 from pathlib import Path
 import pytest
-import httpx
+from conftest import serving
 
 pytest.importorskip('lm_eval')
 BIN = Path(sys.executable).parent
@@ -14,9 +14,6 @@ ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TRANSFO
        'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': '', 'OPENAI_API_KEY': ''}
 ENV.pop('OCK_API_KEY', None)
 
-def _free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 @pytest.fixture(scope='module')
 def model_dir():
     from openchatkit.inference import default_model
@@ -24,23 +21,8 @@ def model_dir():
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    "`ock-serve` with the shipped model on a free loopback port; its base URL."
-    port, log = _free_port(), open(tmp_path_factory.mktemp('lm_eval')/'serve.log', 'w+')
-    p = subprocess.Popen([str(BIN/'ock-serve'), '--port', str(port), '--model-name', 'tiny-chat', '--log-level', 'warning'],
-                         stdout=log, stderr=subprocess.STDOUT, env=ENV)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        while True:
-            if p.poll() is not None: log.seek(0); raise RuntimeError(f"ock-serve exited {p.returncode}:\n{log.read()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + '/health', timeout=2).status_code == 200: break
-            time.sleep(0.3)
-        yield url
-    finally:
-        p.send_signal(2)
-        try: p.wait(20)
-        except subprocess.TimeoutExpired: p.kill(); p.wait(10)
-        log.close()
+    "`ock-serve` with its defaults (the shipped model) on a free loopback port; its base URL."
+    with serving('--model-name', 'tiny-chat', log_dir=tmp_path_factory.mktemp('lm_eval'), env=ENV) as url: yield url
 
 def lm_eval(out: Path, model: str, model_args: str, tasks: str, *extra) -> dict:
     "Run lm-eval's CLI (in the tasks' directory: their data_files are relative) and read its results: {task: {metric: value}}."

@@ -44,6 +44,17 @@ def test_generation_config_leaves_callers_limits(tok):
     x = tok("<human>: What is 12 plus 30?\n<bot>:", return_tensors='pt'); n = x['input_ids'].shape[1]
     assert m.generate(**x, max_length=n + 5, do_sample=False).shape[1] - n == 5
 
+def test_generate_reply_starts_at_its_first_word(tok):
+    """Plain `generate` on a chat prompt, its new tokens decoded: the reply, with no leading space (the `<bot>:` marker
+    owns the space after it). Failed before: ' 12 plus 30 is 42.' (a byte-level BPE glues the space to the word)."""
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(SHIPPED).eval()
+    prompt = tok.apply_chat_template(CHATS[0], tokenize=False, add_generation_prompt=True, **preamble_clock(WHEN))
+    x = tok(prompt, return_tensors='pt'); n = x['input_ids'].shape[1]
+    text = tok.decode(m.generate(**x, max_new_tokens=12, do_sample=False)[0, n:], skip_special_tokens=True)
+    assert text and not text[0].isspace(), repr(text)
+    assert tok.decode(tok(prompt + ' ' + text)['input_ids']) == prompt + ' ' + text     # and the chat round-trips
+
 def _engine(cm):
     try: from openchatkit.engine import Engine
     except ImportError: from openchatkit.server import Engine

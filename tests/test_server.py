@@ -5,19 +5,17 @@ No verdict here depends on how fast the machine is. Where a test needs generatio
 (a client leaves, the queue fills up, requests pile up to be batched), it holds the engine at an exact token count
 through `$OCK_ENGINE_HOLD` (see `Engine` in 31_engine) and acts on what `/health` shows; deadlines only guard
 against hangs."""
-import os, sys, json, time, socket, asyncio, subprocess, contextlib
+import os, sys, json, time, socket, asyncio, subprocess
 from pathlib import Path
 import pytest
 import httpx
+from conftest import serving
 
 BIN = Path(sys.executable).parent
 OCK_SERVE = str(BIN/'ock-serve')
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
        'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
 ENV.pop('OCK_API_KEY', None)
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def wait_until(pred, what, deadline=120, every=0.02):
     "Poll `pred()` until it returns something true (returned); the deadline only guards against a hang."
@@ -28,29 +26,9 @@ def wait_until(pred, what, deadline=120, every=0.02):
         if time.monotonic() - t0 > deadline: raise AssertionError(f"gave up after {deadline}s waiting for {what}")
         time.sleep(every)
 
-@contextlib.contextmanager
 def serve(model, *args, env=None, ready_timeout=600):
-    "Run `ock-serve` on a free loopback port until /health answers; yield its base URL; stop it (SIGINT, then kill)."
-    port = free_port()
-    log = open(Path(model).parent/f'serve-{port}.log', 'w+')
-    p = subprocess.Popen([OCK_SERVE, '--model', model, '--port', str(port), '--log-level', 'warning', *args],
-                         stdout=log, stderr=subprocess.STDOUT, env={**ENV, **(env or {})})
-    url = f'http://127.0.0.1:{port}'
-    try:
-        t0 = time.time()
-        while True:
-            if p.poll() is not None: log.seek(0); raise RuntimeError(f"ock-serve exited {p.returncode}:\n{log.read()}")
-            try:
-                if httpx.get(url + '/health', timeout=2).status_code == 200: break
-            except httpx.HTTPError: pass
-            if time.time() - t0 > ready_timeout: raise TimeoutError('ock-serve did not start')
-            time.sleep(0.3)
-        yield url
-    finally:
-        p.send_signal(2)
-        try: p.wait(20)
-        except subprocess.TimeoutExpired: p.kill(); p.wait(10)
-        log.close()
+    "Run `ock-serve --model MODEL ARGS` on a free loopback port (conftest's `serving`); a context giving its base URL."
+    return serving('--model', model, *args, log_dir=Path(model).parent, env=env, ready_timeout=ready_timeout)
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
