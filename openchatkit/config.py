@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, difflib, importlib, functools
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-from .core import OCKError
+from .core import OCKError, quiet_loading, INCIDENTAL_LOGGERS
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'TrainConfig', 'parse_overrides', 'lora_targets', 'validate_lora', 'load_train_config',
@@ -199,7 +199,8 @@ def build_optimizer(named_params, cfg: TrainConfig):
     kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     if cfg.optimizer == 'adamw': return torch.optim.AdamW(groups, **kw)
     if cfg.optimizer == 'adam': return torch.optim.Adam(groups, **kw)   # L2-style decay, as torch.optim.Adam does
-    try: import bitsandbytes as bnb
+    try:
+        with quiet_loading(*INCIDENTAL_LOGGERS): import bitsandbytes as bnb     # (it logs about optional CPU kernels on import)
     except ImportError: raise OCKError(f"optimizer {cfg.optimizer} needs bitsandbytes (pip install bitsandbytes)")
     return (bnb.optim.Adam8bit if cfg.optimizer == 'adam8bit' else bnb.optim.AdamW8bit)(groups, **kw)
 

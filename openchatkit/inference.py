@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Iterator
 import torch
 from fastcore.basics import patch
-from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading
+from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading, INCIDENTAL_LOGGERS
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
 from .models import resolve_model
 
@@ -207,7 +207,7 @@ class ChatModel:
             kw.update(device_map='auto', max_memory=max_memory, offload_folder=str(offload_folder))
         elif q is not None or dev.type == 'cuda': kw['device_map'] = {'': str(dev) if dev.type != 'cuda' else dev.index}
         try:
-            with quiet_loading():         # no 'Loading weights' progress bar: the script says what it loads
+            with quiet_loading(*INCIDENTAL_LOGGERS):   # no 'Loading weights' bar (the script says what it loads), no bitsandbytes import chatter
                 tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
                 m = AutoModelForCausalLM.from_pretrained(src, **kw)
         except OSError as e:

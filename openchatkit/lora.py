@@ -8,7 +8,8 @@ import os, json, math, time, shutil, warnings, contextlib
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.basics import patch
-from .core import OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
+from .core import (OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger,
+                              quiet_loading, INCIDENTAL_LOGGERS)
 from .models import get_family, load_config, resolve_model, generation_config_for
 from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog,
@@ -62,7 +63,8 @@ def check_lora(cfg: TrainConfig, hf_config, latest=None) -> dict:
     m = _meta_model(hf_config)
     check_targets(m, targets, family)
     if cfg.load_in_4bit:
-        try: import bitsandbytes  # noqa: F401 (only whether it imports)
+        try:
+            with quiet_loading(*INCIDENTAL_LOGGERS): import bitsandbytes  # noqa: F401 (only whether it imports)
         except ImportError: raise OCKError("load_in_4bit needs bitsandbytes (pip install bitsandbytes)")
     if latest is not None:
         saved, now = meta.get('lora', {}), _lora_meta(cfg, targets)

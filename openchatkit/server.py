@@ -264,6 +264,12 @@ def token_text(tok, prev, t) -> str:
     a, b = dec([prev]), dec([prev, t])
     return b[len(a):] if b.startswith(a) else dec([t])
 
+def _best_by_text(alts) -> dict:
+    "Alternatives `[(text, logprob)]` as the legacy format's `{text: logprob}`: two tokens with the same text (e.g. two halves of a character, both `\ufffd`) keep the likelier."
+    out = {}
+    for t, v in alts: out[t] = max(v, out.get(t, v))
+    return out
+
 def _joined(a: dict, b: dict | None) -> dict:
     "Two legacy log-probability objects as one (the prompt's, then the completion's)."
     return {k: a[k] + b[k] for k in a} if b else a
@@ -281,7 +287,7 @@ def format_logprobs(self: Job, i, recs, prev) -> dict:
     offs = []
     for t, _, _ in rows: offs.append(self.offset[i]); self.offset[i] += len(t)
     return {'tokens': [t for t, _, _ in rows], 'token_logprobs': [lp for _, lp, _ in rows],
-            'top_logprobs': [None if alts is None else dict(alts) for _, _, alts in rows], 'text_offset': offs}
+            'top_logprobs': [None if alts is None else _best_by_text(alts) for _, _, alts in rows], 'text_offset': offs}
 
 # %% ../nbs/63_server.ipynb #b3d2f006
 @patch

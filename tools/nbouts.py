@@ -13,9 +13,9 @@ an image must still be drawn, its pixels are not compared.
 
 `store` keeps only outputs a reader can trust and CI can check on another machine: it runs the notebook twice, the
 second time with torch, oneDNN and MKL held to AVX2 kernels (as on a CPU without AVX-512), and stores a
-cell's output only if its text is the same in both runs, names no machine path and no duration, and holds no widget
+cell's output only if its text is the same in both runs, names no machine path, duration or today's date, and holds no widget
 (a widget's state is not saved). Everything else is cleared. Then run `nbdev_clean`."""
-import json, os, re, subprocess, sys, tempfile
+import json, os, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +44,9 @@ def storable(outputs) -> bool:
     "Outputs a reader can trust on another machine: no widget, no error, no machine path or duration."
     if any(o.get('output_type') == 'error' or 'application/vnd.jupyter.widget-view+json' in o.get('data', {}) for o in outputs or []):
         return False
-    text = out_text(outputs)
-    return not (MACHINE_PATH.search(text) or DURATION.search(text))
+    text, now = out_text(outputs), time.localtime()
+    clock = [time.strftime(f, now) for f in ('%Y-%m-%d', '%H:%M', '%d %b %Y')]    # today's date: wrong tomorrow
+    return not (MACHINE_PATH.search(text) or DURATION.search(text) or any(c in text for c in clock))
 
 def run(fn: Path) -> dict:
     "Execute `fn` as nbdev_test does (in this process); `{cell id: (code ran, outputs)}`. Exits 1 on an error."
@@ -66,8 +67,9 @@ def run(fn: Path) -> dict:
     for c in nb.cells:
         if ran[c.get('id')]: c.outputs = []          # a cell that prints nothing now must not keep its stored output
     k = CaptureShell(fn)
-    with working_directory(fn.parent): k.run_all(nb, exc_stop=True, preproc=skip)
-    if k.exc: sys.stderr.write(k.prettytb(fname=fn) + '\n'); sys.exit(1)
+    try:
+        with working_directory(fn.parent): k.run_all(nb, exc_stop=True, preproc=skip)
+    except Exception: sys.stderr.write(k.prettytb(fname=fn) + '\n'); sys.exit(1)
     return {c.get('id'): (ran[c.get('id')], json.loads(json.dumps(c.get('outputs', []), default=dict))) for c in nb.cells}
 
 def check(fn: Path) -> list[str]:
