@@ -41,8 +41,9 @@ if _f and os.environ.get('RANK') == _f.split(':')[0]:    # or the N-th metrics l
                 if self.n == _n: raise OSError(28, 'No space left on device')
                 return self.f.write(s)
             def __getattr__(self, k): return getattr(self.f, k)
-        _open = _t.open_metrics
-        _t.open_metrics = _l.open_metrics = lambda out: _Full(_open(out))
+        import openchatkit.checkpoint as _c                  # both trainers record steps through checkpoint.StepLog
+        _open = _c.open_metrics
+        _c.open_metrics = lambda out: _Full(_open(out))
 '''
 
 @pytest.fixture(scope='module')
