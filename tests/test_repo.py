@@ -19,18 +19,20 @@ def _diff(a: Path, b: Path, pattern):
     fb = {p.relative_to(b) for p in b.rglob(pattern) if '__pycache__' not in p.parts}
     return sorted(str(p) for p in fa ^ fb) + sorted(str(p) for p in fa & fb if not filecmp.cmp(a/p, b/p, shallow=False))
 
+def _changed_by(tool, sub, pattern, tmp) -> list[str]:
+    "The files under `sub` matching `pattern` that `tool` (an nbdev command), run on a copy of the project, changes."
+    t = _copy_project(tmp)
+    subprocess.run([BIN/tool], cwd=t, check=True, capture_output=True)
+    return _diff(ROOT/sub, t/sub, pattern)
+
 def test_library_matches_notebooks(tmp_path):
     "nbdev_export of nbs/ reproduces openchatkit/ exactly: nobody edited the library by hand."
-    t = _copy_project(tmp_path)
-    subprocess.run([BIN/'nbdev_export'], cwd=t, check=True, capture_output=True)
-    bad = _diff(ROOT/'openchatkit', t/'openchatkit', '*.py')
+    bad = _changed_by('nbdev_export', 'openchatkit', '*.py', tmp_path)
     assert not bad, f"openchatkit/ is out of sync with nbs/ (run nbdev_export): {bad}"
 
 def test_notebooks_are_clean(tmp_path):
     "nbdev_clean changes nothing: no outputs' metadata, execution counts or ids leak into git."
-    t = _copy_project(tmp_path)
-    subprocess.run([BIN/'nbdev_clean'], cwd=t, check=True, capture_output=True)
-    bad = _diff(ROOT/'nbs', t/'nbs', '*.ipynb')
+    bad = _changed_by('nbdev_clean', 'nbs', '*.ipynb', tmp_path)
     assert not bad, f"notebooks are not clean (run nbdev_clean): {bad}"
 
 def test_readme_matches_index():
