@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_checkpoint.ipynb #c4e0b004
 from __future__ import annotations
-import os, json, shutil, contextlib
+import os, json, time, shutil, contextlib
 from pathlib import Path
 from .core import OCKError, atomic_write_text
 
@@ -169,7 +169,6 @@ class StepLog:
     def __init__(self, out, log, start: int, stop: int, tokens_per_step: int, log_every: int = 10, progress: bool = False, main: bool = True,
                  desc: str = 'train'):
         from tqdm.auto import tqdm
-        import time
         self.log, self.tps, self.log_every, self.main, self.clock = log, tokens_per_step, log_every, main, time.time
         self.bar = tqdm(total=stop, initial=start, disable=not (main and progress), desc=desc, unit='step', dynamic_ncols=True)
         self.f = open_metrics(out) if main else None
