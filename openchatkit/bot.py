@@ -86,10 +86,11 @@ class ChatShell:
         "/say TEXT: say TEXT to the model (plain lines do the same)."
         text = arg.strip()
         if not text: return
-        first = [True]
+        first, held = [True], ['']           # whitespace is held back until more text follows: every reply ends with one newline
         def show(piece):
             if first[0]: piece = piece.lstrip()
-            if piece: first[0] = False; self.print(piece, end='')
+            piece = held[0] + piece; held[0] = piece[len(piece.rstrip()):]
+            if piece.rstrip(): first[0] = False; self.print(piece.rstrip(), end='')
         self.last_context = []
         try: r = chat_turn(self.model, self.conv, text, self.gen_kwargs(), self.retriever, self.gate, self.k,
                            on_piece=show if self.stream else None, on_note=self.print, chat_template=self.chat_template)

@@ -9,9 +9,9 @@ from pathlib import Path
 from contextlib import contextmanager
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'PKG_DIR', 'INCIDENTAL_LOGGERS', 'OCKError', 'cli_errors', 'ock_script', 'asset_path', 'atomic_path',
-           'atomic_write_text', 'quiet_loading', 'get_device', 'get_dtype', 'seed_everything', 'rng_state',
-           'set_rng_state', 'MetricLogger', 'hub_online', 'skip_unless', 'doc_renderer']
+__all__ = ['USER_ERRORS', 'PKG_DIR', 'INCIDENTAL_LOGGERS', 'INCIDENTAL_WARNINGS', 'OCKError', 'cli_errors', 'ock_script',
+           'asset_path', 'atomic_path', 'atomic_write_text', 'quiet_loading', 'get_device', 'get_dtype',
+           'seed_everything', 'rng_state', 'set_rng_state', 'MetricLogger', 'hub_online', 'skip_unless', 'doc_renderer']
 
 # %% ../nbs/00_core.ipynb #60e20f05
 class OCKError(Exception):
@@ -100,8 +100,10 @@ def atomic_write_text(dest, text: str):
     with atomic_path(dest) as p: Path(p).write_text(text, encoding='utf-8')
 
 # %% ../nbs/00_core.ipynb #b877077a
-import logging
+import logging, warnings
 INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed')   # libraries that log on import when another one imports them
+# warnings one library raises about another's use of it, which a user cannot act on (peft reads a property transformers 5 deprecates)
+INCIDENTAL_WARNINGS = (r'`is_gradient_checkpointing` is deprecated',)
 
 class _AtLeast(logging.Filter):
     def __init__(self, level): super().__init__(); self.level = level
@@ -109,7 +111,7 @@ class _AtLeast(logging.Filter):
 
 @contextmanager
 def quiet_loading(*loggers: str):
-    "No transformers progress bars, and nothing below ERROR from the named loggers (e.g. 'bitsandbytes', 'DeepSpeed'), while inside."
+    "No transformers progress bars, no `INCIDENTAL_WARNINGS`, and nothing below ERROR from the named loggers (e.g. 'bitsandbytes', 'DeepSpeed'), while inside."
     try: from transformers.utils import logging as tl
     except ImportError: tl = None
     bar = tl is not None and tl.is_progress_bar_enabled()
@@ -118,7 +120,10 @@ def quiet_loading(*loggers: str):
     for name in loggers:     # a filter too: a library that creates its logger on import sets its level again
         lg, f = logging.getLogger(name), _AtLeast(logging.ERROR)
         held.append((lg, lg.level, f)); lg.setLevel(logging.ERROR); lg.addFilter(f)
-    try: yield
+    try:
+        with warnings.catch_warnings():
+            for msg in INCIDENTAL_WARNINGS: warnings.filterwarnings('ignore', message=msg)
+            yield
     finally:
         for lg, level, f in held:
             lg.removeFilter(f)

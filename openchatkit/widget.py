@@ -206,10 +206,10 @@ def _claim(self: ChatWidget) -> bool:
 
 @patch
 def _release(self: ChatWidget):
-    "Not busy any more: the input is enabled (and focused) again."
-    with self._lock: self.busy = False; self._idle.set()
+    "Not busy any more: the input is enabled (and focused) again, and only then does `wait` return."
     self.text.disabled = self.send_button.disabled = False; self.stop_button.disabled = True
     self.text.focus()
+    with self._lock: self.busy = False; self._idle.set()
 
 @patch
 def reply(self: ChatWidget, text: str | None = None) -> str | None:

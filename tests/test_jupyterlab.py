@@ -22,6 +22,17 @@ ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-f
 LIMIT = 120_000            # ms: the most any single step may take (a hang guard, not a timing assumption)
 pytestmark = pytest.mark.timeout(600)
 
+def _tracked():
+    "The repository's tracked files (git ls-files), or failing that its library, notebooks, recipes and settings."
+    try: return subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, check=True).stdout.decode().split('\0')[:-1]
+    except (OSError, subprocess.CalledProcessError):
+        return [str(f.relative_to(ROOT)) for d in ('openchatkit', 'nbs', 'recipes') for f in (ROOT/d).rglob('*') if f.is_file()] + ['settings.ini']
+
+NOTEBOOK_TREE = _tracked()     # a checkout as a user has it: the notebooks read ../recipes, ../openchatkit/assets etc.
+# Run All in the browser on these; OCK_LAB_NOTEBOOKS=all runs every notebook in nbs/ (and --durations=0 lists each time)
+_nbs = os.environ.get('OCK_LAB_NOTEBOOKS', '00_core.ipynb 01_conversation.ipynb')
+RUN_ALL = sorted(Path(f).name for f in NOTEBOOK_TREE if f.startswith('nbs/') and f.endswith('.ipynb')) if _nbs == 'all' else _nbs.split()
+
 def _cell(src): return {'cell_type': 'code', 'execution_count': None, 'id': f'c{abs(hash(src)) % 10**8}', 'metadata': {}, 'outputs': [], 'source': src}
 
 def _notebook(path, cells):
@@ -40,9 +51,9 @@ def _settings(d: Path):
 def lab():
     "A JupyterLab server on 127.0.0.1 over a temporary folder: chat.ipynb plus copies of two walkthrough notebooks."
     tmp = Path(tempfile.mkdtemp(prefix='ock-lab-'))
-    work = tmp/'root'; (work/'nbs').mkdir(parents=True)
-    for nb in ('00_core.ipynb', '01_conversation.ipynb'): shutil.copy(ROOT/'nbs'/nb, work/'nbs'/nb)
-    shutil.copy(ROOT/'settings.ini', work/'settings.ini')     # the notebooks' last cell runs nbdev_export: into this copy
+    work = tmp/'root'
+    for f in NOTEBOOK_TREE:                   # the notebooks' last cell runs nbdev_export: into this copy
+        (work/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy(ROOT/f, work/f)
     _notebook(work/'chat.ipynb', ["from openchatkit.widget import ChatWidget\nw = ChatWidget()\nw",
                                   "w.sample.value = False   # greedy: the same replies on every run\nw.delay = 0.02          # let the browser see each token"])
     _settings(tmp/'settings')
@@ -86,6 +97,18 @@ def page(lab, request):
             try: pg.screenshot(path=str(shot), full_page=True); print(f"\nscreenshot of the failure: {shot}\nserver log: {lab['tmp']/'lab.log'}")
             except Exception as e: print(f"\nno screenshot ({e})")
         ctx.close()
+
+def shutdown_kernels(lab):
+    "Shut down every kernel the server runs (each notebook opened starts one, and they outlive the page)."
+    api = f"{lab['url']}/api/kernels"
+    for k in json.load(urllib.request.urlopen(f"{api}?token={lab['token']}", timeout=30)):
+        urllib.request.urlopen(urllib.request.Request(f"{api}/{k['id']}?token={lab['token']}", method='DELETE'), timeout=60)
+
+@pytest.fixture
+def kernels_down(lab):
+    "After the test, shut down the kernels it started."
+    yield
+    shutdown_kernels(lab)
 
 NB = '.jp-NotebookPanel:not(.lm-mod-hidden)'          # the notebook on show
 
@@ -144,7 +167,7 @@ def send(page, text, how):
     if how == 'enter': inp.press('Enter')
     else: page.locator('.ock-send').click()
 
-def test_chat_widget(lab, page):
+def test_chat_widget(lab, kernels_down, page):
     "Eight questions with Enter and Send, Stop in the middle of the third reply, blur, Reset in the middle of a reply."
     open_notebook(page, lab, 'chat.ipynb')
     run_all(page)
@@ -195,8 +218,8 @@ def test_chat_widget(lab, page):
     assert error_outputs(page) == []
 
 # -- walkthrough notebooks -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize('name', ['00_core.ipynb', '01_conversation.ipynb'])
-def test_run_all(lab, page, name):
+@pytest.mark.parametrize('name', RUN_ALL)
+def test_run_all(lab, kernels_down, page, name):
     "Run ▸ Run All Cells on a walkthrough notebook: every cell runs, no error or warning output."
     open_notebook(page, lab, f'nbs/{name}')
     run_all(page)
