@@ -5,6 +5,7 @@
 # %% ../nbs/61_bot.ipynb #ca4a9f6b
 from __future__ import annotations
 import sys
+from fastcore.basics import patch
 from fastcore.script import Param
 from .core import OCKError, ock_script
 from .conversation import Conversation, ContextOverflow
@@ -26,6 +27,7 @@ def _to_bool(v: str) -> bool:
     if s in ('0', 'false', 'off', 'no', 'n'): return False
     raise OCKError(f"expected on/off (or true/false), got {v!r}")
 
+# %% ../nbs/61_bot.ipynb #ce117553
 class ChatShell:
     "OpenChatKit's chat shell: plain lines are said to the model, `/commands` do the rest."
     prompt = '>>> '
@@ -44,143 +46,162 @@ class ChatShell:
     def print(self, *a, end='\n'):
         print(*a, end=end, file=self.out, flush=True)
 
-    # -- the loop --------------------------------------------------------------------------------------------
-    def readline(self) -> str | None:
-        "The next input line, or None at end of input."
-        if self.stdin is None:
-            try: return input(self.prompt)
-            except EOFError: return None
-        self.print(self.prompt, end='')
-        line = self.stdin.readline()
-        return None if line == '' else line.rstrip('\n')
 
-    def cmdloop(self, intro: str | None = INTRO):
-        "Read and run lines until `/quit`, end of input (Ctrl-D) or Ctrl-C at the prompt."
-        if self.stdin is None:
-            try: import readline  # noqa: F401 (importing it gives input() line editing and history)
-            except ImportError: pass
-        if intro: self.print(intro)
-        while True:
-            try: line = self.readline()
-            except KeyboardInterrupt: self.print(); break
-            if line is None: self.print(); break
-            if self.onecmd(line): break
-
-    def onecmd(self, line: str) -> bool:
-        "Run one input line; True means the shell should end."
-        s = line.strip()
-        if not s: return False                                  # an empty line does nothing
-        if not s.startswith('/'): return bool(self.do_say(s))
-        name, _, arg = s[1:].partition(' ')
-        if name == '?': name = 'help'
-        f = getattr(self, f'do_{name}', None)
-        if f is None:
-            self.print(f"unknown command /{name}: type /help for the list"); return False
-        try: return bool(f(arg.strip()))
-        except OCKError as e: self.print(f"error: {e}"); return False
-
-    # -- commands ----------------------------------------------------------------------------------------------
     def gen_kwargs(self) -> dict: return dict(self.gen)
 
-    def do_say(self, arg: str):
-        "/say TEXT: say TEXT to the model (plain lines do the same)."
-        text = arg.strip()
-        if not text: return
-        first, held = [True], ['']           # whitespace is held back until more text follows: every reply ends with one newline
-        def show(piece):
-            if first[0]: piece = piece.lstrip()
-            piece = held[0] + piece; held[0] = piece[len(piece.rstrip()):]
-            if piece.rstrip(): first[0] = False; self.print(piece.rstrip(), end='')
-        self.last_context = []
-        try: r = chat_turn(self.model, self.conv, text, self.gen_kwargs(), self.retriever, self.gate, self.k,
-                           on_piece=show if self.stream else None, on_note=self.print, chat_template=self.chat_template)
-        except ContextOverflow as e: self.print(f"error: {e}"); return
-        self.last_context = r.context
-        if r.status == 'interrupted': self.print(('' if first[0] else '\n') + '[interrupted]')
-        elif r.streamed: self.print()
-        else: self.print(r.reply.strip())
+# %% ../nbs/61_bot.ipynb #73375509
+@patch
+def readline(self: ChatShell) -> str | None:
+    "The next input line, or None at end of input."
+    if self.stdin is None:
+        try: return input(self.prompt)
+        except EOFError: return None
+    self.print(self.prompt, end='')
+    line = self.stdin.readline()
+    return None if line == '' else line.rstrip('\n')
 
-    def do_raw_say(self, arg: str):
-        "/raw_say TEXT: continue TEXT as a raw prompt, without the conversation (stop words still apply)."
-        if not arg: self.print("usage: /raw_say TEXT"); return
-        self.print(self.model.generate(arg, **self.gen_kwargs()))
+@patch
+def cmdloop(self: ChatShell, intro: str | None = INTRO):
+    "Read and run lines until `/quit`, end of input (Ctrl-D) or Ctrl-C at the prompt."
+    if self.stdin is None:
+        try: import readline  # noqa: F401 (importing it gives input() line editing and history)
+        except ImportError: pass
+    if intro: self.print(intro)
+    while True:
+        try: line = self.readline()
+        except KeyboardInterrupt: self.print(); break
+        if line is None: self.print(); break
+        if self.onecmd(line): break
 
-    def do_raw_prompt(self, arg: str = ''):
-        "/raw_prompt: print the whole prompt the conversation has built."
-        self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True) if self.chat_template else self.conv.get_raw_prompt())
+@patch
+def onecmd(self: ChatShell, line: str) -> bool:
+    "Run one input line; True means the shell should end."
+    s = line.strip()
+    if not s: return False                                  # an empty line does nothing
+    if not s.startswith('/'): return bool(self.do_say(s))
+    name, _, arg = s[1:].partition(' ')
+    if name == '?': name = 'help'
+    f = getattr(self, f'do_{name}', None)
+    if f is None:
+        self.print(f"unknown command /{name}: type /help for the list"); return False
+    try: return bool(f(arg.strip()))
+    except OCKError as e: self.print(f"error: {e}"); return False
 
-    def reset(self, quiet=False):
-        self.conv = Conversation(now=self.now, system=self.system, seed=self.gen.get('seed')); self.last_context = []   # a seed: the day's clock
-        self.model.reset_cache()
+# %% ../nbs/61_bot.ipynb #4a0f6467
+@patch
+def do_say(self: ChatShell, arg: str):
+    "/say TEXT: say TEXT to the model (plain lines do the same)."
+    text = arg.strip()
+    if not text: return
+    first, held = [True], ['']           # whitespace is held back until more text follows: every reply ends with one newline
+    def show(piece):
+        if first[0]: piece = piece.lstrip()
+        piece = held[0] + piece; held[0] = piece[len(piece.rstrip()):]
+        if piece.rstrip(): first[0] = False; self.print(piece.rstrip(), end='')
+    self.last_context = []
+    try: r = chat_turn(self.model, self.conv, text, self.gen_kwargs(), self.retriever, self.gate, self.k,
+                       on_piece=show if self.stream else None, on_note=self.print, chat_template=self.chat_template)
+    except ContextOverflow as e: self.print(f"error: {e}"); return
+    self.last_context = r.context
+    if r.status == 'interrupted': self.print(('' if first[0] else '\n') + '[interrupted]')
+    elif r.streamed: self.print()
+    else: self.print(r.reply.strip())
 
-    def do_save(self, arg: str):
-        "/save FILE: write the conversation (its raw prompt) to FILE."
-        if not arg: raise OCKError("usage: /save FILE")
-        from openchatkit.core import atomic_write_text
-        from pathlib import Path
-        atomic_write_text(Path(arg).expanduser(), self.conv.get_raw_prompt())
-        self.print(f"saved {len(self.conv.turns)} turns to {arg}")
+@patch
+def do_raw_say(self: ChatShell, arg: str):
+    "/raw_say TEXT: continue TEXT as a raw prompt, without the conversation (stop words still apply)."
+    if not arg: self.print("usage: /raw_say TEXT"); return
+    self.print(self.model.generate(arg, **self.gen_kwargs()))
 
-    def do_load(self, arg: str):
-        "/load FILE: continue a conversation saved with /save (or any prompt in this format)."
-        if not arg: raise OCKError("usage: /load FILE")
-        from pathlib import Path
-        p = Path(arg).expanduser()
-        if not p.is_file(): raise OCKError(f"no such file: {arg}")
-        self.conv = Conversation.from_raw_prompt(p.read_text(encoding='utf-8')); self.last_context = []
-        self.print(f"loaded {len(self.conv.turns)} turns from {arg}")
+@patch
+def do_raw_prompt(self: ChatShell, arg: str = ''):
+    "/raw_prompt: print the whole prompt the conversation has built."
+    self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True) if self.chat_template else self.conv.get_raw_prompt())
 
-    def do_reset(self, arg: str = ''):
-        "/reset: start a new conversation."
-        self.reset()
+# %% ../nbs/61_bot.ipynb #a56deafd
+@patch
+def reset(self: ChatShell, quiet=False):
+    self.conv = Conversation(now=self.now, system=self.system, seed=self.gen.get('seed')); self.last_context = []   # a seed: the day's clock
+    self.model.reset_cache()
 
-    def do_hyperparameters(self, arg: str = ''):
-        "/hyperparameters: show the generation settings (change them with /set NAME VALUE)."
-        g = self.gen
-        for k, v in [('max_tokens', g['max_new_tokens']), ('sample', g['do_sample']), ('temperature', g['temperature']),
-                     ('top_k', g['top_k']), ('top_p', g['top_p']), ('repetition_penalty', g['repetition_penalty']),
-                     ('seed', g['seed']), ('stream', self.stream), ('cache', g['use_cache'])]:
-            self.print(f"{k}: {v}")
+@patch
+def do_save(self: ChatShell, arg: str):
+    "/save FILE: write the conversation (its raw prompt) to FILE."
+    if not arg: raise OCKError("usage: /save FILE")
+    from openchatkit.core import atomic_write_text
+    from pathlib import Path
+    atomic_write_text(Path(arg).expanduser(), self.conv.get_raw_prompt())
+    self.print(f"saved {len(self.conv.turns)} turns to {arg}")
 
-    def do_set(self, arg: str):
-        "/set NAME VALUE: change a setting (max_tokens, sample, temperature, top_k, top_p, repetition_penalty, seed, stream, cache)."
-        parts = arg.split()
-        if len(parts) != 2: raise OCKError("usage: /set NAME VALUE, e.g. /set temperature 0.2")
-        name, val = parts
-        key = SETTABLE.get(name.lower().replace('-', '_'))
-        if key is None: raise OCKError(f"unknown setting {name!r}: expected one of {', '.join(k for k in SETTABLE if k not in ('max_new_tokens', 'do_sample'))}")
-        if key == 'stream': self.stream = _to_bool(val)
-        else:
-            v = _to_bool(val) if key in ('do_sample', 'use_cache') else (None if key == 'seed' and val.lower() == 'none' else val)
-            if key == 'seed' and v is not None:
-                try: v = int(v)
-                except ValueError: raise OCKError(f"seed must be an integer, got {val!r}")
-            self.gen = check_gen({**self.gen, key: v}) if v is not None else {**self.gen, 'seed': None}
-        self.print(f"{name} = {val}")
+@patch
+def do_load(self: ChatShell, arg: str):
+    "/load FILE: continue a conversation saved with /save (or any prompt in this format)."
+    if not arg: raise OCKError("usage: /load FILE")
+    from pathlib import Path
+    p = Path(arg).expanduser()
+    if not p.is_file(): raise OCKError(f"no such file: {arg}")
+    self.conv = Conversation.from_raw_prompt(p.read_text(encoding='utf-8')); self.last_context = []
+    self.print(f"loaded {len(self.conv.turns)} turns from {arg}")
 
-    def do_context(self, arg: str = ''):
-        "/context: show what retrieval added to the last turn."
-        if self.retriever is None: self.print("retrieval is off (start with --retrieval)"); return
-        if not self.last_context: self.print("no context was added to the last turn"); return
-        for h in self.last_context:
-            src, score = getattr(h, 'source', ''), getattr(h, 'score', None)
-            head = ' '.join(x for x in [f"[{src}]" if src else '', f"score {score:.3f}" if isinstance(score, (int, float)) else ''] if x)
-            self.print(f"{head}\n{getattr(h, 'text', h)}" if head else str(getattr(h, 'text', h)))
+@patch
+def do_reset(self: ChatShell, arg: str = ''):
+    "/reset: start a new conversation."
+    self.reset()
 
-    def do_quit(self, arg: str = ''):
-        "/quit: leave the shell (Ctrl-D and Ctrl-C too)."
-        return True
-    do_exit = do_quit
+# %% ../nbs/61_bot.ipynb #da24770c
+@patch
+def do_hyperparameters(self: ChatShell, arg: str = ''):
+    "/hyperparameters: show the generation settings (change them with /set NAME VALUE)."
+    g = self.gen
+    for k, v in [('max_tokens', g['max_new_tokens']), ('sample', g['do_sample']), ('temperature', g['temperature']),
+                 ('top_k', g['top_k']), ('top_p', g['top_p']), ('repetition_penalty', g['repetition_penalty']),
+                 ('seed', g['seed']), ('stream', self.stream), ('cache', g['use_cache'])]:
+        self.print(f"{k}: {v}")
 
-    def do_help(self, arg: str = ''):
-        "/help [COMMAND] or /?: list the commands, or explain one."
-        cmds = [n[3:] for n in dir(self) if n.startswith('do_') and n != 'do_exit']
-        if arg:
-            f = getattr(self, f"do_{arg.lstrip('/')}", None)
-            self.print(f.__doc__ if f else f"unknown command /{arg.lstrip('/')}"); return
-        self.print("Plain text is said to the model. Commands:")
-        for n in ['say', 'raw_say', 'raw_prompt', 'reset', 'hyperparameters', 'set', 'context', 'save', 'load', 'help', 'quit']:
-            if n in cmds: self.print('  ' + getattr(self, f'do_{n}').__doc__)
+@patch
+def do_set(self: ChatShell, arg: str):
+    "/set NAME VALUE: change a setting (max_tokens, sample, temperature, top_k, top_p, repetition_penalty, seed, stream, cache)."
+    parts = arg.split()
+    if len(parts) != 2: raise OCKError("usage: /set NAME VALUE, e.g. /set temperature 0.2")
+    name, val = parts
+    key = SETTABLE.get(name.lower().replace('-', '_'))
+    if key is None: raise OCKError(f"unknown setting {name!r}: expected one of {', '.join(k for k in SETTABLE if k not in ('max_new_tokens', 'do_sample'))}")
+    if key == 'stream': self.stream = _to_bool(val)
+    else:
+        v = _to_bool(val) if key in ('do_sample', 'use_cache') else (None if key == 'seed' and val.lower() == 'none' else val)
+        if key == 'seed' and v is not None:
+            try: v = int(v)
+            except ValueError: raise OCKError(f"seed must be an integer, got {val!r}")
+        self.gen = check_gen({**self.gen, key: v}) if v is not None else {**self.gen, 'seed': None}
+    self.print(f"{name} = {val}")
+
+# %% ../nbs/61_bot.ipynb #b6936cb2
+@patch
+def do_context(self: ChatShell, arg: str = ''):
+    "/context: show what retrieval added to the last turn."
+    if self.retriever is None: self.print("retrieval is off (start with --retrieval)"); return
+    if not self.last_context: self.print("no context was added to the last turn"); return
+    for h in self.last_context:
+        src, score = getattr(h, 'source', ''), getattr(h, 'score', None)
+        head = ' '.join(x for x in [f"[{src}]" if src else '', f"score {score:.3f}" if isinstance(score, (int, float)) else ''] if x)
+        self.print(f"{head}\n{getattr(h, 'text', h)}" if head else str(getattr(h, 'text', h)))
+
+@patch
+def do_quit(self: ChatShell, arg: str = ''):
+    "/quit: leave the shell (Ctrl-D and Ctrl-C too)."
+    return True
+ChatShell.do_exit = ChatShell.do_quit
+
+@patch
+def do_help(self: ChatShell, arg: str = ''):
+    "/help [COMMAND] or /?: list the commands, or explain one."
+    cmds = [n[3:] for n in dir(self) if n.startswith('do_') and n != 'do_exit']
+    if arg:
+        f = getattr(self, f"do_{arg.lstrip('/')}", None)
+        self.print(f.__doc__ if f else f"unknown command /{arg.lstrip('/')}"); return
+    self.print("Plain text is said to the model. Commands:")
+    for n in ['say', 'raw_say', 'raw_prompt', 'reset', 'hyperparameters', 'set', 'context', 'save', 'load', 'help', 'quit']:
+        if n in cmds: self.print('  ' + getattr(self, f'do_{n}').__doc__)
 
 # %% ../nbs/61_bot.ipynb #73ef5715
 @ock_script(aliases={'-g': '--gpu_vram', '-r': '--cpu_ram'})

@@ -49,7 +49,7 @@ def _settings(d: Path):
 
 @pytest.fixture(scope='module')
 def lab():
-    "A JupyterLab server on 127.0.0.1 over a temporary folder: chat.ipynb plus copies of two walkthrough notebooks."
+    "A JupyterLab server on 127.0.0.1 over a temporary copy of the checkout, plus chat.ipynb."
     tmp = Path(tempfile.mkdtemp(prefix='ock-lab-'))
     work = tmp/'root'
     for f in NOTEBOOK_TREE:                   # the notebooks' last cell runs nbdev_export: into this copy
