@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, re, json, shutil
 from pathlib import Path
 import torch
-from .core import OCKError, ock_script, atomic_path, get_dtype
+from .core import OCKError, ock_script, atomic_path, get_dtype, quiet_loading
 from .models import hf_prefixes, generation_config_for
 from .checkpoint import check_checkpoint, is_lora, resolve_adapter
 
@@ -135,7 +135,7 @@ def verify_conversion(ckpt, out_dir, seq: int = 16, atol: float = 0.0) -> float:
         dt = getattr(torch, saved)
         with torch.no_grad():
             for p in pm.parameters(): p.copy_(p.to(dt).float())
-    hf = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32, attn_implementation='sdpa').eval()
+    with quiet_loading(): hf = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32, attn_implementation='sdpa').eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, hf.config.vocab_size, (2, seq), generator=g)
     with torch.no_grad(): diff = (pm(x) - hf(x).logits).abs().max().item()

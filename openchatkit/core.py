@@ -102,8 +102,8 @@ def atomic_write_text(dest, text: str):
 # %% ../nbs/00_core.ipynb #b877077a
 import logging, warnings
 INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed')   # libraries that log on import when another one imports them
-# warnings one library raises about another's use of it, which a user cannot act on (peft reads a property transformers 5 deprecates)
-INCIDENTAL_WARNINGS = (r'`is_gradient_checkpointing` is deprecated',)
+# warnings one library raises about another's use of it, which a user cannot act on (peft uses a property and a method transformers 5 deprecates)
+INCIDENTAL_WARNINGS = (r'`is_gradient_checkpointing` is deprecated', r'`gradient_checkpointing_enable` is deprecated')
 
 class _AtLeast(logging.Filter):
     def __init__(self, level): super().__init__(); self.level = level

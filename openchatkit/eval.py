@@ -4,11 +4,11 @@
 
 # %% ../nbs/70_eval.ipynb #03a28756
 from __future__ import annotations
-import json, re, math, random, shutil, tempfile
+import io, json, re, sys, math, random, shutil, tempfile, contextlib
 from pathlib import Path
 from fastcore.script import Param
 from fastcore.basics import patch
-from .core import OCKError, ock_script, asset_path, atomic_path
+from .core import OCKError, ock_script, asset_path, atomic_path, quiet_loading
 from .conversation import Conversation, ContextOverflow
 from .synthetic import em_table
 
@@ -343,16 +343,27 @@ def lm_eval_spec(spec: str) -> tuple[list[str], list[str]]:
     return [s for s in spec.split(',') if s], []
 
 def run_lm_eval(target, tasks: list[str], include: list[str] = (), limit: int | float | None = None,
-                batch_size: int = 16, num_fewshot: int | None = None, tokenizer: str | None = None) -> dict:
-    "Run lm-eval tasks on `target`: `{task: {metric: value}}` (standard errors left out)."
+                batch_size: int = 16, num_fewshot: int | None = None, tokenizer: str | None = None, progress: bool = False) -> dict:
+    "Run lm-eval tasks on `target`: `{task: {metric: value}}` (standard errors left out); lm-eval's progress bars only with `progress`."
     import logging
     logging.getLogger('lm_eval').setLevel(logging.WARNING)
     tmp = tempfile.mkdtemp(prefix='ock-eval-tasks-')
     try:
         own = [p for p in dict.fromkeys(include) if not Path(p).resolve().is_relative_to(shipped_tasks().resolve())]
         incl = [str(localise_tasks(p, Path(tmp)/str(i))) for i, p in enumerate([shipped_tasks(), *own])]
-        return _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer)
+        with (contextlib.nullcontext() if progress else _without_bars()):
+            return _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer)
     finally: shutil.rmtree(tmp, ignore_errors=True)
+
+@contextlib.contextmanager
+def _without_bars():
+    "Hold stderr while inside; then pass on every line of it except tqdm's progress bars (lm-eval has no switch for them)."
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held): yield
+    finally:
+        kept = [l for l in re.split(r'[\r\n]', held.getvalue()) if l.strip() and not re.search(r'\d+%\|', l)]
+        if kept: sys.stderr.write('\n'.join(kept) + '\n')
 
 def _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer):
     import lm_eval
@@ -362,8 +373,9 @@ def _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer)
     if unknown: raise OCKError(f"unknown lm-eval task(s): {', '.join(unknown)} (not in lm-eval's tasks nor the given YAML)")
     if target.kind == 'hf':
         from lm_eval.models.huggingface import HFLM
-        model = HFLM(pretrained=target.cm.model, tokenizer=target.cm.tokenizer, batch_size=batch_size,
-                     max_length=target.cm.context_length)
+        with quiet_loading('lm_eval.models.huggingface'):     # its warning that a model object, not a name, was passed
+            model = HFLM(pretrained=target.cm.model, tokenizer=target.cm.tokenizer, batch_size=batch_size,
+                         max_length=target.cm.context_length)
         args = None
     else:
         model = 'local-completions'
@@ -452,7 +464,7 @@ def evaluate(target, tasks: list[str], limit: int | None = None, turns: int = 8,
             rs = conversation_match(target, load_conversations(what, turns, seed)[:limit], progress)
             out['tasks'][name] = {'kind': kind, 'file': what, 'report': em_report(rs), 'results': rs}
     if lm_names:
-        for t, m in run_lm_eval(target, lm_names, lm_incl, limit, batch_size, num_fewshot, tokenizer).items():
+        for t, m in run_lm_eval(target, lm_names, lm_incl, limit, batch_size, num_fewshot, tokenizer, progress).items():
             out['tasks'][f"lm_eval:{t}"] = {'kind': 'lm_eval', 'metrics': m}
     return out
 

@@ -216,11 +216,9 @@ class ChatModel:
             raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
         if 'device_map' not in kw: m = m.to(dev)
         if adapter is not None:
-            import warnings
-            from peft import PeftModel
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)   # peft calls a transformers API deprecated in v5
-                with quiet_loading(): m = PeftModel.from_pretrained(m, adapter)
+            with quiet_loading(*INCIDENTAL_LOGGERS):           # peft imports bitsandbytes, and reads a property v5 deprecates
+                from peft import PeftModel
+                m = PeftModel.from_pretrained(m, adapter)
             if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
         if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
         return cls(m, tok, name=str(model if model is not None else src))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_lora.ipynb #61d4b936
 from __future__ import annotations
-import os, json, math, time, shutil, warnings, contextlib
+import os, json, math, time, shutil, contextlib
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.basics import patch
@@ -101,18 +101,12 @@ def _dtype(precision: str):
     import torch
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision, torch.float32)
 
-@contextlib.contextmanager
-def _quiet():
-    "Silence transformers/peft chatter that is not the user's business (v5 deprecations peft triggers, bnb casts)."
-    with warnings.catch_warnings():
-        for c in (FutureWarning, UserWarning, DeprecationWarning): warnings.simplefilter('ignore', c)
-        yield
-
 def build_lora_model(cfg: TrainConfig, hf_config=None, device='cpu'):
     "The base model of `cfg` frozen (4-bit with `load_in_4bit`) with fresh LoRA adapters: a `PeftModel`."
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    with quiet_loading(*INCIDENTAL_LOGGERS):      # peft imports bitsandbytes, which logs about optional CPU kernels
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     hf_config = hf_config or load_config(cfg.model, cfg.dropout, cfg.rope_scaling, cfg.max_positions)
     targets = lora_targets(cfg, get_family(hf_config).name)
     dt = _dtype(cfg.precision)
@@ -121,7 +115,7 @@ def build_lora_model(cfg: TrainConfig, hf_config=None, device='cpu'):
         kw['quantization_config'] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
                                                        bnb_4bit_compute_dtype=dt)
         kw['device_map'] = {'': str(device) if torch.device(device).type != 'cuda' else torch.device(device).index or 0}
-    with _quiet():
+    with quiet_loading(*INCIDENTAL_LOGGERS):
         try: base = AutoModelForCausalLM.from_pretrained(str(cfg.model), **kw)
         except (OSError, ValueError, RuntimeError, ImportError) as e:
             raise OCKError(f"could not load base model {cfg.model}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
@@ -131,7 +125,9 @@ def build_lora_model(cfg: TrainConfig, hf_config=None, device='cpu'):
             base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.activation_checkpointing,
                                                    gradient_checkpointing_kwargs={'use_reentrant': False})
         elif cfg.activation_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+            if hasattr(base, 'activation_checkpointing_enable'):           # its name from transformers 5.x on
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={'use_reentrant': False})
+            else: base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
             base.enable_input_require_grads()
         check_targets(base, targets, hf_config.model_type)
         seed_everything(cfg.seed)                       # the same adapter initialisation on every rank
@@ -282,7 +278,7 @@ def save(self: LoraTrainer) -> Path:
     tmp, final = self.ckpt_dir/(tag + '.tmp'), self.ckpt_dir/tag
     if self.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        with writing(tmp), _quiet(): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
+        with writing(tmp), quiet_loading(*INCIDENTAL_LOGGERS): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
         (tmp/'README.md').unlink(missing_ok=True)                # peft's empty model card
         atomic_torch_save(self.opt.state_dict(), tmp/'optimizer.pt')
         atomic_torch_save({'scheduler': self.sched.state_dict(), 'scaler': self.scaler.state_dict() if self.scaler else None,
@@ -319,7 +315,7 @@ def export_adapter(self: LoraTrainer, d: Path) -> Path:
 def resume(self: LoraTrainer) -> bool:
     "Load the latest checkpoint (per `cfg.resume`): adapter, optimizer, schedule, RNG, stream positions; whether one was."
     import torch
-    from peft import set_peft_model_state_dict
+    with quiet_loading(*INCIDENTAL_LOGGERS): from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
     cfg = self.cfg
     if self.rank == 0: remove_stale(self.ckpt_dir)
@@ -332,7 +328,7 @@ def resume(self: LoraTrainer) -> bool:
     meta = json.loads((d/'meta.json').read_text())
     try:
         sd = load_file(str(d/'adapter_model.safetensors'), device=str(self.device))
-        with _quiet(): res = set_peft_model_state_dict(self.model, sd)
+        with quiet_loading(*INCIDENTAL_LOGGERS): res = set_peft_model_state_dict(self.model, sd)
         if getattr(res, 'unexpected_keys', None): raise OCKError(f"{d}: adapter tensors this model does not have: {res.unexpected_keys[:3]}")
         self.opt.load_state_dict(torch.load(d/'optimizer.pt', map_location=self.device, weights_only=False))
         st = torch.load(d/'scheduler.pt', weights_only=False)
@@ -418,9 +414,9 @@ def load_adapted(adapter, base=None, dtype=None, merge: bool = False):
     "(model, tokenizer): the base in fp32 (or `dtype`) with the adapter of `adapter` applied (folded in with `merge`)."
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from peft import PeftModel
+    with quiet_loading(*INCIDENTAL_LOGGERS): from peft import PeftModel
     a = resolve_adapter(adapter); b = adapter_base(a, base)
-    with _quiet():
+    with quiet_loading(*INCIDENTAL_LOGGERS):
         m = AutoModelForCausalLM.from_pretrained(b, dtype=dtype or torch.float32)
         m = PeftModel.from_pretrained(m, str(a))
         if merge: m = m.merge_and_unload()
@@ -438,7 +434,7 @@ def merge_lora(src, out, base=None, dtype: str | None = None, verify: bool = Fal
     if dt is not None: m = m.to(dt)
     with atomic_path(out, is_dir=True) as tmp:
         m.config.use_cache = True
-        with _quiet(): m.save_pretrained(str(tmp))
+        with quiet_loading(*INCIDENTAL_LOGGERS): m.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         if not (Path(tmp)/'generation_config.json').exists(): generation_config_for(m.config).save_pretrained(str(tmp))
         info = dict(adapter=str(a), base=str(b), dtype=str(m.dtype).replace('torch.', ''))
@@ -453,7 +449,7 @@ def verify_merge(src, merged_dir, base=None, seq: int = 16, atol: float = 1e-4) 
     import torch
     from transformers import AutoModelForCausalLM
     ref, _ = load_adapted(src, base)
-    with _quiet(): mm = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
+    with quiet_loading(*INCIDENTAL_LOGGERS): mm = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, mm.config.vocab_size, (2, seq), generator=g)
     with torch.no_grad(): diff = (ref(input_ids=x).logits - mm(input_ids=x).logits).abs().max().item()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, re, json, shutil
 from dataclasses import dataclass
 from pathlib import Path
-from .core import OCKError, ock_script
+from .core import OCKError, ock_script, quiet_loading
 
 # %% auto #0
 __all__ = ['FAMILIES', 'BASE_MODELS', 'Family', 'register_family', 'get_family', 'num_layers', 'num_pipe_layers', 'layer_kind',
@@ -261,8 +261,9 @@ def _check_model_dir(d: Path, convert_bin: bool = True) -> Path:
         if convert_bin and any(d.glob('*.bin')):
             from transformers import AutoModelForCausalLM
             print(f"converting {d} from .bin to safetensors (once)", flush=True)
-            m = AutoModelForCausalLM.from_pretrained(str(d), dtype='auto')
-            m.save_pretrained(str(d), safe_serialization=True)
+            with quiet_loading():
+                m = AutoModelForCausalLM.from_pretrained(str(d), dtype='auto')
+                m.save_pretrained(str(d), safe_serialization=True)
         else: HFWeights(d)   # raises the one-line error
     if not any((d/f).exists() for f in ('tokenizer.json', 'tokenizer.model', 'tokenizer_config.json')):
         print(f"warning: {d} has no tokenizer files; pass tokenizer=... in the training config", flush=True)

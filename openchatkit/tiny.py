@@ -6,7 +6,7 @@
 from __future__ import annotations
 import re
 from pathlib import Path
-from .core import OCKError, seed_everything
+from .core import OCKError, seed_everything, quiet_loading
 from .conversation import add_chat_template
 
 # %% auto #0
@@ -73,5 +73,7 @@ def save_tiny_model(path, family: str = 'gpt_neox', texts=None, vocab_size: int 
     "Train a tokenizer on `texts`, build a tiny model of `family`, and save both as a Hugging Face model directory."
     tok = train_tokenizer(texts or DEFAULT_TEXTS * 10, vocab_size=vocab_size)
     m = tiny_model(family, tok, seed=seed, **kwargs)
-    path = Path(path); m.save_pretrained(path); tok.save_pretrained(path)
+    path = Path(path)
+    with quiet_loading(): m.save_pretrained(path)           # no 'Writing model shards' bar
+    tok.save_pretrained(path)
     return path

@@ -8,7 +8,7 @@ import os, sys, json, time, signal, socket, subprocess
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.script import Param
-from .core import OCKError, ock_script
+from .core import OCKError, ock_script, quiet_loading, INCIDENTAL_LOGGERS
 from .models import load_config, num_layers, get_family, HFWeights, partition
 from .config import TrainConfig, load_train_config
 from .checkpoint import check_checkpoint, read_meta, read_metrics
@@ -48,7 +48,8 @@ def check_config(cfg: TrainConfig, world: int) -> dict:
         raise OCKError("precision fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use bf16 or amp-bf16 on CPU")
     if cfg.backend == 'nccl' and not _cuda(): raise OCKError("backend nccl needs CUDA GPUs; use gloo on CPU")
     if cfg.optimizer.endswith('8bit'):
-        try: import bitsandbytes  # noqa: F401 (only whether it imports)
+        try:
+            with quiet_loading(*INCIDENTAL_LOGGERS): import bitsandbytes  # noqa: F401 (only whether it imports)
         except ImportError: raise OCKError(f"optimizer {cfg.optimizer} needs bitsandbytes")
     ck = Path(cfg.output_dir)/'checkpoints'
     latest = None

@@ -16,15 +16,6 @@ from .chat import chat_turn, decision_of, load_retrieval, load_moderation   # th
 __all__ = ['ChatWidget']
 
 # %% ../nbs/62_widget.ipynb #f3e7df11
-def _quiet_load(name, **kw) -> ChatModel:
-    "`ChatModel.load` without transformers' weight-loading progress bar."
-    from transformers.utils import logging as tlog
-    was = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    try: return ChatModel.load(name, **kw)
-    finally:
-        if was: tlog.enable_progress_bar()
-
 def _plug(spec, load, attr: str):
     "A retriever or gate from an `ock-chat`-style spec: None/False off, ''/True the shipped one, a string another, or an object as it is."
     if spec is None or spec is False: return None
@@ -45,7 +36,7 @@ class ChatWidget:
     def __init__(self, model: ChatModel | str | None = None, retrieval=None, moderation=None, gen: dict | None = None,
                  device: str = 'auto', dtype: str = 'auto', adapter: str | None = None, k: int = 1, chat_template: bool = False,
                  system: str | None = None, now=None, delay: float | None = None, hold: int | None = None, **load_kw):
-        self.model = model if isinstance(model, ChatModel) else _quiet_load(model, device=device, dtype=dtype, adapter=adapter, **load_kw)
+        self.model = model if isinstance(model, ChatModel) else ChatModel.load(model, device=device, dtype=dtype, adapter=adapter, **load_kw)
         self.retriever = _plug(retrieval, load_retrieval, 'search')
         self.gate = _plug(moderation, load_moderation, 'check_input')
         self.k, self.chat_template, self.system, self.now = k, chat_template, system, now

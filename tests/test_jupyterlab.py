@@ -8,7 +8,7 @@ older checkout, to see these tests fail on it); the default is this repository.
 
 "Mid-reply" is a state, not a race: the notebook sets the widget's `hold`, which pauses a reply after a number of
 tokens until Stop or Reset. `delay` (a wait before each token) lets the browser see the reply grow."""
-import json, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
+import json, os, platform, re, shutil, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import pytest
 from conftest import free_port
@@ -30,7 +30,7 @@ def _tracked():
 
 NOTEBOOK_TREE = _tracked()     # a checkout as a user has it: the notebooks read ../recipes, ../openchatkit/assets etc.
 # Run All in the browser on these; OCK_LAB_NOTEBOOKS=all runs every notebook in nbs/ (and --durations=0 lists each time)
-_nbs = os.environ.get('OCK_LAB_NOTEBOOKS', '00_core.ipynb 01_conversation.ipynb')
+_nbs = os.environ.get('OCK_LAB_NOTEBOOKS', '01_conversation.ipynb 30_inference.ipynb')   # a walkthrough; the one with gpu, download and 8-bit cells
 RUN_ALL = sorted(Path(f).name for f in NOTEBOOK_TREE if f.startswith('nbs/') and f.endswith('.ipynb')) if _nbs == 'all' else _nbs.split()
 
 def _cell(src): return {'cell_type': 'code', 'execution_count': None, 'id': f'c{abs(hash(src)) % 10**8}', 'metadata': {}, 'outputs': [], 'source': src}
@@ -141,6 +141,16 @@ def error_outputs(page):
                                      f'{NB} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]', 'els => els.map(e => e.innerText)')
     return [o for o in outs if re.search(r'Traceback|Error|Warning', o)]
 
+NOISE = re.compile(r'\d+%\||Loading weights|Failed to load|\{target=')     # a progress bar, library noise, a link drawn as text
+def noise_outputs(page):
+    "Outputs of any kind that a reader should not see: progress bars (as text or as a widget) and library noise."
+    outs = page.eval_on_selector_all(f'{NB} .jp-OutputArea-output', 'els => els.map(e => e.innerText)')
+    outs = [re.sub(r'[\u2007\u00a0]', ' ', o) for o in outs]            # tqdm's widget bar pads with figure spaces
+    bars = page.locator(f'{NB} .jp-OutputArea-output [class*="progress"], {NB} .jp-OutputArea-output progress').count()
+    return [o[:200] for o in outs if NOISE.search(o)] + [f'{bars} progress bar widget(s)'] * bool(bars)
+
+DIRTY = '.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current.jp-mod-dirty'      # the notebook on show is marked modified
+
 # -- the chat widget -----------------------------------------------------------------------------------------------
 QUESTIONS = ['What is 12 plus 30?', 'What is the capital of France?', 'How are you?', 'Who are you?',
              'What is 7 plus 5?', 'What is the capital of Italy?', 'Hello!', 'What is 20 plus 22?']
@@ -161,6 +171,21 @@ def check_in_view(page):
     assert t['y'] - 1 <= m['y'] and m['y'] + m['height'] <= t['y'] + t['height'] + 1, (m, t)
     assert t['y'] + t['height'] <= row['y'] + 1 and m['y'] + m['height'] <= row['y'] + 1, (m, t, row)
 
+CONTROLS = """() => { const s = [...document.querySelectorAll('.ock-chat .widget-slider')].find(e => e.innerText.includes('max new tokens'));
+  const cut = [...document.querySelectorAll('.ock-chat .widget-label, .ock-chat .widget-label-basic, .ock-chat button')]
+    .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText);
+  return {max: Number(s.querySelector('[aria-valuemax]').getAttribute('aria-valuemax')), cut: cut}; }"""
+
+def check_settings(page, context):
+    "Open Settings: no label or button is cut off, and the max-tokens slider ends at the model's context; close it again."
+    header = page.locator('.ock-chat .jupyter-widget-Collapse-header', has_text='Settings')
+    header.click()
+    page.locator('.ock-chat .widget-slider', has_text='max new tokens').wait_for()
+    c = page.evaluate(CONTROLS)
+    assert c['cut'] == [] and c['max'] == context, (c, context)
+    header.click()
+    page.locator('.ock-chat .widget-slider', has_text='max new tokens').wait_for(state='hidden')
+
 def send(page, text, how):
     inp = page.locator('.ock-input input')
     inp.fill(text)
@@ -174,6 +199,8 @@ def test_chat_widget(lab, kernels_down, page):
     assert error_outputs(page) == []
     assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
     page.wait_for_selector('.ock-chat')
+    assert noise_outputs(page) == []                          # no weight-loading bar above the chat
+    check_settings(page, int(run_code(page, "print('context', w.model.context_length)", 'context').split()[1]))
     page.evaluate(RECORD)
     n = 0                                                    # replies in the transcript
     for i, q in enumerate(QUESTIONS):
@@ -220,10 +247,13 @@ def test_chat_widget(lab, kernels_down, page):
 # -- walkthrough notebooks -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize('name', RUN_ALL)
 def test_run_all(lab, kernels_down, page, name):
-    "Run ▸ Run All Cells on a walkthrough notebook: every cell runs, no error or warning output."
+    "Opened, it is not marked modified; Run ▸ Run All Cells: every cell runs, no error or warning output, no noise."
     open_notebook(page, lab, f'nbs/{name}')
+    stored = json.loads((ROOT/'nbs'/name).read_text())['metadata'].get('language_info', {}).get('version')
+    if stored == platform.python_version():        # JupyterLab writes the kernel's Python version on open (tools/nbclean.py)
+        with pytest.raises(pw.TimeoutError): page.locator(DIRTY).wait_for(timeout=3000)
+    else: print(f"not checked: {name} stores language_info for Python {stored}, the kernel runs {platform.python_version()}")
     run_all(page)
     assert error_outputs(page) == []
-    outs = page.eval_on_selector_all(f'{NB} .jp-OutputArea-output', 'els => els.map(e => e.innerText)')
-    assert not [o for o in outs if '{target=' in o]             # show_doc's source link is drawn as a link
+    assert noise_outputs(page) == []            # no progress bars, no library chatter, show_doc's source link drawn as a link
     assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))

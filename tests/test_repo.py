@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 def _copy_project(tmp):
-    for name in ('nbs', 'openchatkit', 'settings.ini', 'setup.py', 'README.md'):
+    for name in ('nbs', 'openchatkit', 'recipes', 'tools', 'settings.ini', 'setup.py', 'README.md'):
         src = ROOT/name
         if src.is_dir(): shutil.copytree(src, tmp/name, ignore=shutil.ignore_patterns('__pycache__', 'assets'))
         else: shutil.copy(src, tmp/name)
@@ -31,9 +31,16 @@ def test_library_matches_notebooks(tmp_path):
     assert not bad, f"openchatkit/ is out of sync with nbs/ (run nbdev_export): {bad}"
 
 def test_notebooks_are_clean(tmp_path):
-    "nbdev_clean changes nothing: no outputs' metadata, execution counts or ids leak into git."
-    bad = _changed_by('nbdev_clean', 'nbs', '*.ipynb', tmp_path)
-    assert not bad, f"notebooks are not clean (run nbdev_clean): {bad}"
+    "tools/nbclean.py (nbdev_clean, then the kernel metadata) changes nothing: no outputs' metadata, execution counts or ids leak into git."
+    t = _copy_project(tmp_path)
+    subprocess.run([sys.executable, t/'tools'/'nbclean.py'], cwd=t, check=True, capture_output=True)
+    bad = _diff(ROOT/'nbs', t/'nbs', '*.ipynb') + _diff(ROOT/'recipes', t/'recipes', '*.ipynb')
+    assert not bad, f"notebooks are not clean (run python tools/nbclean.py): {bad}"
+
+def test_notebooks_open_unmodified():
+    "Every notebook stores the kernelspec and language_info JupyterLab writes on open (else it is marked modified at once)."
+    r = subprocess.run([sys.executable, ROOT/'tools'/'nbclean.py', '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 def test_readme_matches_index():
     r = subprocess.run([sys.executable, ROOT/'tools'/'readme.py', '--check'], capture_output=True, text=True)

@@ -14,7 +14,7 @@ an image must still be drawn, its pixels are not compared.
 `store` keeps only outputs a reader can trust and CI can check on another machine: it runs the notebook twice, the
 second time with torch, oneDNN and MKL held to AVX2 kernels (as on a CPU without AVX-512), and stores a
 cell's output only if its text is the same in both runs, names no machine path, duration or today's date, and holds no widget
-(a widget's state is not saved). Everything else is cleared. Then run `nbdev_clean`."""
+(a widget's state is not saved). Everything else is cleared. Then run `python tools/nbclean.py`."""
 import json, os, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
