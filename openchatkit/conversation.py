@@ -5,6 +5,7 @@
 # %% ../nbs/01_conversation.ipynb #c6a0e7e9
 from __future__ import annotations
 import re, time, datetime as _dt
+from fastcore.basics import patch
 from .core import OCKError
 
 # %% auto #0
@@ -68,7 +69,7 @@ def defuse_specials(text: str, tokenizer) -> str:
     "`text` with the tokenizer's special and markup-like added tokens (e.g. `<|im_end|>`) broken by a zero-width space, so a template cannot be forged either."
     return defuser(tokenizer)(text)
 
-# %% ../nbs/01_conversation.ipynb #6e8c4436
+# %% ../nbs/01_conversation.ipynb #04b631c2
 class ContextOverflow(OCKError):
     "The newest exchange alone does not fit in the token budget."
 
@@ -91,100 +92,93 @@ class Conversation:
         "Add the user's turn; the prompt then ends with `\n<bot>:` for the model to continue."
         self.turns.append(('human', self._safe(query)))
 
-    def clean_response(self, response: str) -> tuple[str, bool]:
-        "The reply part of raw model output, and whether a stop word ended it."
-        has_finished = self.human_id in response
-        reply = response.split(self.human_id)[0]
-        for t in CLEAN_TOKENS: reply = reply.replace(t, '')
-        return reply.strip('\n'), has_finished
-
-    def push_model_response(self, response: str, truncated: bool | None = None) -> str:
-        "Record the model's reply (cleaned; `...` appended if it was cut by the token limit); returns it."
-        reply, has_finished = self.clean_response(response)
-        if truncated is None: truncated = not has_finished
-        if truncated: reply += '...'
-        reply = self._safe(reply)
-        self.turns.append(('bot', reply))
-        return reply
-
-    def push_bot_turn(self, text: str):
-        "Add an assistant turn given as text (e.g. from a client's history); a leading space is added as the models write one."
-        text = self._safe(text)
-        self.turns.append(('bot', text if text[:1].isspace() or not text else ' ' + text))
-
-    def _render(self, turns, preamble: str | None = None) -> str:
-        h, b, out = self.human_id, self.bot_id, [self.preamble if preamble is None else preamble]
-        for i, (role, text) in enumerate(turns):
-            nxt = turns[i+1][0] if i + 1 < len(turns) else None
-            if role == 'context' or (role == 'human' and nxt not in ('bot', None)): out.append(f"{h}: {text}\n")
-            elif role == 'human': out.append(f"{h}: {text}\n{b}:")
-            else:
-                prev = turns[i-1][0] if i else None
-                out.append(('' if prev == 'human' else f"{b}:") + f"{text}\n")
-        return ''.join(out)
-
-    def get_raw_prompt(self) -> str:
-        "The whole prompt, every turn included."
-        return self._render(self.turns)
-
-    def exchanges(self) -> list[list[tuple[str, str]]]:
-        "Turns grouped into exchanges (context turns, the human turn, the reply), oldest first."
-        groups, cur = [], []
-        for role, text in self.turns:
-            cur.append((role, text))
-            if role == 'bot': groups.append(cur); cur = []
-        if cur: groups.append(cur)
-        return groups
-
-    def get_prompt(self, tokenizer=None, max_tokens: int | None = None, chat_template: bool = False) -> str:
-        "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
-        safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
-        preamble = safe(self.preamble)
-        render = lambda turns: self._render(turns, preamble)
-        if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
-            chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
-        if chat_template:
-            if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
-            render = lambda turns: render_template(tokenizer, turns, self.system and safe(self.system))
-        exchanges = [[(role, safe(text)) for role, text in ex] for ex in self.exchanges()]
-        return fit_turns(render, exchanges, tokenizer, max_tokens, self)
-
-    def get_last_turn(self) -> str:
-        "The text after the last `<human>:` or `<bot>:` marker (the original's rule)."
-        h, b = re.escape(self.human_id), re.escape(self.bot_id)
-        return re.split(rf"({h}:|{b}:)\W?", self.get_raw_prompt())[-1]
-
-    def to_messages(self) -> list[dict]:
-        "The turns as OpenAI-style messages (context turns are folded into the next user message)."
-        msgs, ctx = [], []
-        for role, text in self.turns:
-            if role == 'context': ctx.append(text)
-            elif role == 'human': msgs.append({'role': 'user', 'content': '\n\n'.join(ctx + [text])}); ctx = []
-            else: msgs.append({'role': 'assistant', 'content': text.strip()})
-        if ctx: msgs.append({'role': 'user', 'content': '\n\n'.join(ctx)})
-        return msgs
-
-    @classmethod
-    def from_raw_prompt(cls, value: str, human_id: str = HUMAN, bot_id: str = BOT) -> 'Conversation':
-        "Rebuild a `Conversation` from a prompt in this format (the inverse of `get_raw_prompt`)."
-        self = cls(human_id, bot_id)
-        h, b = re.escape(human_id), re.escape(bot_id)
-        parts = re.split(rf"(?m)^({h}:|{b}:)", value)
-        self.preamble, turns = parts[0], []
-        marks, texts = parts[1::2], parts[2::2]
-        for i, (mark, text) in enumerate(zip(marks, texts)):
-            if mark == f"{human_id}:":
-                text = text[1:] if text.startswith(' ') else text
-                nxt = marks[i+1] if i + 1 < len(marks) else None
-                if text.endswith('\n') and (nxt == f"{human_id}:" or nxt is None):
-                    turns.append(('context' if nxt else 'human', text[:-1]))   # a trailing `<human>: q\n` is an open question
-                else: turns.append(('human', text[:-1] if text.endswith('\n') else text))
-            else:
-                if text: turns.append(('bot', text[:-1] if text.endswith('\n') else text))
-        self.turns = turns
-        return self
-
     def __repr__(self): return f"Conversation({len(self.turns)} turns)"
+
+# %% ../nbs/01_conversation.ipynb #94741b3d
+@patch
+def _render(self: Conversation, turns, preamble: str | None = None) -> str:
+    h, b, out = self.human_id, self.bot_id, [self.preamble if preamble is None else preamble]
+    for i, (role, text) in enumerate(turns):
+        nxt = turns[i+1][0] if i + 1 < len(turns) else None
+        if role == 'context' or (role == 'human' and nxt not in ('bot', None)): out.append(f"{h}: {text}\n")
+        elif role == 'human': out.append(f"{h}: {text}\n{b}:")
+        else:
+            prev = turns[i-1][0] if i else None
+            out.append(('' if prev == 'human' else f"{b}:") + f"{text}\n")
+    return ''.join(out)
+
+@patch
+def get_raw_prompt(self: Conversation) -> str:
+    "The whole prompt, every turn included."
+    return self._render(self.turns)
+
+
+# %% ../nbs/01_conversation.ipynb #59f75459
+@patch
+def clean_response(self: Conversation, response: str) -> tuple[str, bool]:
+    "The reply part of raw model output, and whether a stop word ended it."
+    has_finished = self.human_id in response
+    reply = response.split(self.human_id)[0]
+    for t in CLEAN_TOKENS: reply = reply.replace(t, '')
+    return reply.strip('\n'), has_finished
+
+@patch
+def push_model_response(self: Conversation, response: str, truncated: bool | None = None) -> str:
+    "Record the model's reply (cleaned; `...` appended if it was cut by the token limit); returns it."
+    reply, has_finished = self.clean_response(response)
+    if truncated is None: truncated = not has_finished
+    if truncated: reply += '...'
+    reply = self._safe(reply)
+    self.turns.append(('bot', reply))
+    return reply
+
+@patch
+def push_bot_turn(self: Conversation, text: str):
+    "Add an assistant turn given as text (e.g. from a client's history); a leading space is added as the models write one."
+    text = self._safe(text)
+    self.turns.append(('bot', text if text[:1].isspace() or not text else ' ' + text))
+
+
+# %% ../nbs/01_conversation.ipynb #113c0807
+@patch
+def get_last_turn(self: Conversation) -> str:
+    "The text after the last `<human>:` or `<bot>:` marker (the original's rule)."
+    h, b = re.escape(self.human_id), re.escape(self.bot_id)
+    return re.split(rf"({h}:|{b}:)\W?", self.get_raw_prompt())[-1]
+
+@patch
+def to_messages(self: Conversation) -> list[dict]:
+    "The turns as OpenAI-style messages (context turns are folded into the next user message)."
+    msgs, ctx = [], []
+    for role, text in self.turns:
+        if role == 'context': ctx.append(text)
+        elif role == 'human': msgs.append({'role': 'user', 'content': '\n\n'.join(ctx + [text])}); ctx = []
+        else: msgs.append({'role': 'assistant', 'content': text.strip()})
+    if ctx: msgs.append({'role': 'user', 'content': '\n\n'.join(ctx)})
+    return msgs
+
+
+# %% ../nbs/01_conversation.ipynb #795cc5c8
+@patch(cls_method=True)
+def from_raw_prompt(cls: Conversation, value: str, human_id: str = HUMAN, bot_id: str = BOT) -> 'Conversation':
+    "Rebuild a `Conversation` from a prompt in this format (the inverse of `get_raw_prompt`)."
+    self = cls(human_id, bot_id)
+    h, b = re.escape(human_id), re.escape(bot_id)
+    parts = re.split(rf"(?m)^({h}:|{b}:)", value)
+    self.preamble, turns = parts[0], []
+    marks, texts = parts[1::2], parts[2::2]
+    for i, (mark, text) in enumerate(zip(marks, texts)):
+        if mark == f"{human_id}:":
+            text = text[1:] if text.startswith(' ') else text
+            nxt = marks[i+1] if i + 1 < len(marks) else None
+            if text.endswith('\n') and (nxt == f"{human_id}:" or nxt is None):
+                turns.append(('context' if nxt else 'human', text[:-1]))   # a trailing `<human>: q\n` is an open question
+            else: turns.append(('human', text[:-1] if text.endswith('\n') else text))
+        else:
+            if text: turns.append(('bot', text[:-1] if text.endswith('\n') else text))
+    self.turns = turns
+    return self
+
 
 # %% ../nbs/01_conversation.ipynb #ec9e2b77
 def count_tokens(tokenizer, text: str) -> int:
@@ -217,6 +211,32 @@ def fit_turns(render, exchanges, tokenizer=None, max_tokens=None, owner=None) ->
         else: a = mid + 1
     if owner is not None: owner.dropped = lo
     return best
+
+# %% ../nbs/01_conversation.ipynb #83262d02
+@patch
+def exchanges(self: Conversation) -> list[list[tuple[str, str]]]:
+    "Turns grouped into exchanges (context turns, the human turn, the reply), oldest first."
+    groups, cur = [], []
+    for role, text in self.turns:
+        cur.append((role, text))
+        if role == 'bot': groups.append(cur); cur = []
+    if cur: groups.append(cur)
+    return groups
+
+@patch
+def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None, chat_template: bool = False) -> str:
+    "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
+    safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
+    preamble = safe(self.preamble)
+    render = lambda turns: self._render(turns, preamble)
+    if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
+        chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
+    if chat_template:
+        if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
+        render = lambda turns: render_template(tokenizer, turns, self.system and safe(self.system))
+    exchanges = [[(role, safe(text)) for role, text in ex] for ex in self.exchanges()]
+    return fit_turns(render, exchanges, tokenizer, max_tokens, self)
+
 
 # %% ../nbs/01_conversation.ipynb #ae5e4754
 ROLES = ('system', 'developer', 'user', 'assistant', 'context')   # 'developer' is OpenAI's newer name for 'system'

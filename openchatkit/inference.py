@@ -152,7 +152,7 @@ def flush(self: TextStream) -> str:
     if self.stopped or not self.ids: return ''
     return self._release(self.reply(self.raw()).rstrip('\ufffd'))
 
-# %% ../nbs/30_inference.ipynb #1d93bb89
+# %% ../nbs/30_inference.ipynb #521ee75d
 def _bnb_config(load_in_8bit, load_in_4bit, dtype, spread=False):
     if not (load_in_8bit or load_in_4bit): return None
     if load_in_8bit and load_in_4bit: raise OCKError("choose one of --load-in-8bit and --load-in-4bit")
@@ -184,183 +184,208 @@ class ChatModel:
         specials = set(getattr(tokenizer, 'all_special_tokens', []) or [])
         self.clean_tokens = tuple(sorted(set(CLEAN_TOKENS) | specials, key=len, reverse=True))
 
-    @classmethod
-    def load(cls, model=None, device: str = 'auto', dtype: str = 'auto', gpu_id: int | None = None,
-             gpu_vram=None, cpu_ram=None, offload_folder: str = 'offload', load_in_8bit: bool = False,
-             load_in_4bit: bool = False, adapter: str | None = None, tokenizer: str | None = None,
-             trust_remote_code: bool = False) -> 'ChatModel':
-        "Load a model directory or hub id (None: the shipped tiny model) onto a device, within memory limits."
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        src = resolve_model(model if model is not None else default_model())
-        if adapter is not None:               # an adapter directory, a LoRA checkpoint step or a LoRA run (its latest)
-            from openchatkit.checkpoint import resolve_adapter
-            adapter = str(resolve_adapter(adapter))
-        if gpu_id is not None and device == 'auto': device = f'cuda:{gpu_id}'
-        dev = get_device(device)
-        # int8 matmuls take fp16 activations (bitsandbytes casts, and warns, on every call otherwise)
-        dt = get_dtype('fp16' if load_in_8bit and str(dtype) == 'auto' else dtype, dev)
-        max_memory = check_memory(parse_memory(gpu_vram, cpu_ram))
-        kw = dict(dtype=dt, trust_remote_code=trust_remote_code)
-        q = _bnb_config(load_in_8bit, load_in_4bit, dt, spread=bool(max_memory))
-        if q is not None: kw['quantization_config'] = q
-        if max_memory:
-            kw.update(device_map='auto', max_memory=max_memory, offload_folder=str(offload_folder))
-        elif q is not None or dev.type == 'cuda': kw['device_map'] = {'': str(dev) if dev.type != 'cuda' else dev.index}
-        try:
-            with quiet_loading(*INCIDENTAL_LOGGERS):   # no 'Loading weights' bar (the script says what it loads), no bitsandbytes import chatter
-                tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
-                m = AutoModelForCausalLM.from_pretrained(src, **kw)
-        except OSError as e:
-            raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
-        except (ValueError, RuntimeError, ImportError) as e:
-            raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
-        if 'device_map' not in kw: m = m.to(dev)
-        if adapter is not None:
-            with quiet_loading(*INCIDENTAL_LOGGERS):           # peft imports bitsandbytes, and reads a property v5 deprecates
-                from peft import PeftModel
-                m = PeftModel.from_pretrained(m, adapter)
-            if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
-        if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
-        return cls(m, tok, name=str(model if model is not None else src))
-
-    @property
-    def device(self):
-        "Where inputs go: the model's device, or the first real device of a model spread by a device map."
-        d = self.model.device
-        if d.type != 'meta': return d
-        for v in getattr(self.model, 'hf_device_map', {}).values():
-            if v not in ('disk', 'meta'): return torch.device(f'cuda:{v}' if isinstance(v, int) else v)
-        return torch.device('cpu')
-
-    @property
-    def context_length(self) -> int:
-        "How many tokens the model can attend to (prompt + reply): the smaller of the model's positions and the tokenizer's `model_max_length`, where set."
-        c = self.model.config
-        n = getattr(c, 'max_position_embeddings', None) or getattr(c, 'n_positions', None) or getattr(c, 'max_sequence_length', None)
-        t = getattr(self.tokenizer, 'model_max_length', None)
-        known = [int(x) for x in (n, t if t and t < 10**7 else None) if x]    # transformers' "no limit" is 1e30
-        return min(known) if known else 2048
-
-    def history_budget(self, max_new_tokens: int) -> int:
-        """Tokens of prompt (history) kept for a reply of up to `max_new_tokens`: the context less the reply, but never less
-        than half the context (on a small-context model a longer reply is cut where the context ends instead)."""
-        return self.context_length - min(max_new_tokens, self.context_length // 2)
-
-    def encode(self, text: str) -> list[int]:
-        "Token ids of `text` (with whatever special tokens the tokenizer adds)."
-        return self.tokenizer.encode(text)
-
-    def count_tokens(self, text: str) -> int: return len(self.encode(text))
-
-    def reset_cache(self):
-        "Forget the kept KV cache."
-        self._cache, self._cache_ids = None, []
-
-    def new_cache(self):
-        "An empty key/value cache for this model."
-        from transformers import DynamicCache
-        return DynamicCache(config=self.model.config)
-
-    def prompt_ids(self, prompt, max_new_tokens: int) -> tuple[list[int], int]:
-        "Token ids of `prompt` (text or ids) and how many new tokens fit after them; `ContextOverflow` if none does."
-        ids = list(prompt) if isinstance(prompt, (list, tuple)) else self.encode(prompt)
-        if not ids: ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]
-        room = self.context_length - len(ids)
-        if room < 1:
-            raise ContextOverflow(f"the prompt is {len(ids)} tokens; the model's context is {self.context_length}")
-        return ids, min(int(max_new_tokens), room)
-
-    def text_stream(self, prompt_ids, stop=(), chat: bool = False) -> TextStream:
-        "A `TextStream` for the reply to `prompt_ids`, cleaning this tokenizer's special tokens."
-        return TextStream(self.tokenizer, stop, self.clean_tokens, prompt_ids, chat)
-
-    def _reuse(self, ids):
-        "A cache holding the longest common prefix of `ids` and what was cached (at least one token left to feed)."
-        if not (self.keep_cache and self._cache is not None and self._cache_ids): return self.new_cache(), 0
-        old, n = self._cache_ids, 0
-        lim = min(len(old), len(ids) - 1)
-        while n < lim and old[n] == ids[n]: n += 1
-        if n == 0 or not getattr(self._cache, 'is_croppable', True): return self.new_cache(), 0
-        cache = self._cache
-        if len(old) > n: cache.crop(-(len(old) - n))
-        return cache, n
-
-    @torch.inference_mode()
-    def _run(self, prompt, gen: dict, chat: bool | None = None) -> Iterator[str]:
-        g = check_gen(gen)
-        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
-                                  RepetitionPenaltyLogitsProcessor)
-        if chat is None: chat = isinstance(prompt, (list, tuple))
-        if isinstance(prompt, (list, tuple)):
-            prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']), seed=g['seed'])
-        t0 = time.perf_counter()
-        ids, max_new = self.prompt_ids(prompt, g['max_new_tokens'])
-        cache, start = self._reuse(ids) if g['use_cache'] else (self.new_cache(), 0)
-        self.last = Generation(prompt_tokens=len(ids), cached_tokens=start)
-        procs = LogitsProcessorList()
-        if g['repetition_penalty'] != 1.0: procs.append(RepetitionPenaltyLogitsProcessor(g['repetition_penalty']))
-        sample = g['do_sample'] and g['temperature'] > 0
-        if sample:
-            if g['temperature'] != 1.0: procs.append(TemperatureLogitsWarper(g['temperature']))
-            if g['top_k'] > 0: procs.append(TopKLogitsWarper(g['top_k']))
-            if g['top_p'] < 1.0: procs.append(TopPLogitsWarper(g['top_p']))
-        rng = None
-        if g['seed'] is not None:
-            rng = torch.Generator(device=self.device); rng.manual_seed(int(g['seed']))
-        ts = self.text_stream(ids, g['stop'], chat)
-        dev = self.device
-        all_ids = torch.tensor([ids], device=dev)
-        feed, cached, gen_ids = ids[start:], ids[:start], []
-        reason, in_forward = 'length', False
-        try:
-            for step in range(max_new):
-                in_forward = True       # interrupted inside the forward: some layers have the new keys, some not
-                out = self.model(input_ids=torch.tensor([feed], device=dev), cache=cache, use_cache=True, logits_to_keep=1)
-                cached, in_forward = cached + feed, False
-                scores = out.logits[:, -1, :].float()
-                if len(procs): scores = procs(all_ids, scores)
-                if sample: nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=rng)[0, 0])
-                else: nxt = int(scores.argmax(-1)[0])
-                if nxt in self.eos_ids: reason = 'eos'; break
-                gen_ids.append(nxt)
-                all_ids = torch.cat([all_ids, torch.tensor([[nxt]], device=dev)], 1)
-                feed = [nxt]
-                piece = ts.push(nxt)
-                if piece: yield piece
-                if ts.stopped: reason = 'stop'; break
-            else: reason = 'length'
-            piece = ts.flush()
-            if piece: yield piece
-        finally:
-            self._cache, self._cache_ids = (cache, cached) if self.keep_cache and not in_forward else (None, [])
-            self.last.text, self.last.finish_reason, self.last.new_tokens = ts.text, reason, len(gen_ids) + (reason == 'eos')
-            self.last.lead = ts.lead
-            self.last.seconds = time.perf_counter() - t0
-
-    def stream(self, prompt, chat: bool | None = None, **gen) -> Iterator[str]:
-        """Yield the reply to `prompt` (text or OpenAI-style messages) piece by piece; stop words are never yielded.
-        `chat`: a chat reply, without the leading space of `<bot>: ` (default: when `prompt` is messages)."""
-        with self.lock: yield from self._run(prompt, gen, chat)
-
-    def generate(self, prompt, chat: bool | None = None, **gen) -> str:
-        "The whole reply to `prompt` (text or OpenAI-style messages); the same text `stream` yields. Details in `self.last`."
-        with self.lock: return ''.join(self._run(prompt, gen, chat))
-
-    def chat(self, conv: Conversation, callback=None, chat_template: bool = False, **gen) -> str:
-        "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
-        g = check_gen(gen)
-        prompt = conv.get_prompt(self.tokenizer, self.history_budget(g['max_new_tokens']), chat_template=chat_template)
-        for piece in self.stream(prompt, chat=True, **gen):
-            if callback: callback(piece)
-        return self.record(conv)
-
-    def record(self, conv: Conversation, truncated: bool | None = None) -> str:
-        "Push the last reply into `conv` as the model wrote it (with its `lead`, `<bot>: reply`); returns it as shown."
-        lead = self.last.lead
-        reply = conv.push_model_response(lead + self.last.text, truncated=self.last.truncated if truncated is None else truncated)
-        return reply[len(lead):] if reply.startswith(lead) else reply
-
     def __repr__(self): return f"ChatModel({self.name!r}, device={self.device}, dtype={self.model.dtype})"
+
+# %% ../nbs/30_inference.ipynb #cc01a9f2
+@patch(cls_method=True)
+def load(cls: ChatModel, model=None, device: str = 'auto', dtype: str = 'auto', gpu_id: int | None = None,
+         gpu_vram=None, cpu_ram=None, offload_folder: str = 'offload', load_in_8bit: bool = False,
+         load_in_4bit: bool = False, adapter: str | None = None, tokenizer: str | None = None,
+         trust_remote_code: bool = False) -> 'ChatModel':
+    "Load a model directory or hub id (None: the shipped tiny model) onto a device, within memory limits."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    src = resolve_model(model if model is not None else default_model())
+    if adapter is not None:               # an adapter directory, a LoRA checkpoint step or a LoRA run (its latest)
+        from openchatkit.checkpoint import resolve_adapter
+        adapter = str(resolve_adapter(adapter))
+    if gpu_id is not None and device == 'auto': device = f'cuda:{gpu_id}'
+    dev = get_device(device)
+    # int8 matmuls take fp16 activations (bitsandbytes casts, and warns, on every call otherwise)
+    dt = get_dtype('fp16' if load_in_8bit and str(dtype) == 'auto' else dtype, dev)
+    max_memory = check_memory(parse_memory(gpu_vram, cpu_ram))
+    kw = dict(dtype=dt, trust_remote_code=trust_remote_code)
+    q = _bnb_config(load_in_8bit, load_in_4bit, dt, spread=bool(max_memory))
+    if q is not None: kw['quantization_config'] = q
+    if max_memory:
+        kw.update(device_map='auto', max_memory=max_memory, offload_folder=str(offload_folder))
+    elif q is not None or dev.type == 'cuda': kw['device_map'] = {'': str(dev) if dev.type != 'cuda' else dev.index}
+    try:
+        with quiet_loading(*INCIDENTAL_LOGGERS):   # no 'Loading weights' bar (the script says what it loads), no bitsandbytes import chatter
+            tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
+            m = AutoModelForCausalLM.from_pretrained(src, **kw)
+    except OSError as e:
+        raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
+    except (ValueError, RuntimeError, ImportError) as e:
+        raise OCKError(f"could not load model {src!r}: {_one_line(e)}")
+    if 'device_map' not in kw: m = m.to(dev)
+    if adapter is not None:
+        with quiet_loading(*INCIDENTAL_LOGGERS):           # peft imports bitsandbytes, and reads a property v5 deprecates
+            from peft import PeftModel
+            m = PeftModel.from_pretrained(m, adapter)
+        if q is None: m = m.merge_and_unload()   # plain weights again: as fast as the base model
+    if tok.pad_token_id is None and tok.eos_token_id is not None: tok.pad_token = tok.eos_token
+    return cls(m, tok, name=str(model if model is not None else src))
+
+
+# %% ../nbs/30_inference.ipynb #050571e0
+@patch(as_prop=True)
+def device(self: ChatModel):
+    "Where inputs go: the model's device, or the first real device of a model spread by a device map."
+    d = self.model.device
+    if d.type != 'meta': return d
+    for v in getattr(self.model, 'hf_device_map', {}).values():
+        if v not in ('disk', 'meta'): return torch.device(f'cuda:{v}' if isinstance(v, int) else v)
+    return torch.device('cpu')
+
+@patch(as_prop=True)
+def context_length(self: ChatModel) -> int:
+    "How many tokens the model can attend to (prompt + reply): the smaller of the model's positions and the tokenizer's `model_max_length`, where set."
+    c = self.model.config
+    n = getattr(c, 'max_position_embeddings', None) or getattr(c, 'n_positions', None) or getattr(c, 'max_sequence_length', None)
+    t = getattr(self.tokenizer, 'model_max_length', None)
+    known = [int(x) for x in (n, t if t and t < 10**7 else None) if x]    # transformers' "no limit" is 1e30
+    return min(known) if known else 2048
+
+@patch
+def history_budget(self: ChatModel, max_new_tokens: int) -> int:
+    """Tokens of prompt (history) kept for a reply of up to `max_new_tokens`: the context less the reply, but never less
+    than half the context (on a small-context model a longer reply is cut where the context ends instead)."""
+    return self.context_length - min(max_new_tokens, self.context_length // 2)
+
+
+# %% ../nbs/30_inference.ipynb #8dc405a7
+@patch
+def encode(self: ChatModel, text: str) -> list[int]:
+    "Token ids of `text` (with whatever special tokens the tokenizer adds)."
+    return self.tokenizer.encode(text)
+
+@patch
+def count_tokens(self: ChatModel, text: str) -> int: return len(self.encode(text))
+
+@patch
+def reset_cache(self: ChatModel):
+    "Forget the kept KV cache."
+    self._cache, self._cache_ids = None, []
+
+@patch
+def new_cache(self: ChatModel):
+    "An empty key/value cache for this model."
+    from transformers import DynamicCache
+    return DynamicCache(config=self.model.config)
+
+@patch
+def prompt_ids(self: ChatModel, prompt, max_new_tokens: int) -> tuple[list[int], int]:
+    "Token ids of `prompt` (text or ids) and how many new tokens fit after them; `ContextOverflow` if none does."
+    ids = list(prompt) if isinstance(prompt, (list, tuple)) else self.encode(prompt)
+    if not ids: ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]
+    room = self.context_length - len(ids)
+    if room < 1:
+        raise ContextOverflow(f"the prompt is {len(ids)} tokens; the model's context is {self.context_length}")
+    return ids, min(int(max_new_tokens), room)
+
+@patch
+def text_stream(self: ChatModel, prompt_ids, stop=(), chat: bool = False) -> TextStream:
+    "A `TextStream` for the reply to `prompt_ids`, cleaning this tokenizer's special tokens."
+    return TextStream(self.tokenizer, stop, self.clean_tokens, prompt_ids, chat)
+
+
+# %% ../nbs/30_inference.ipynb #c05317c9
+@patch
+def _reuse(self: ChatModel, ids):
+    "A cache holding the longest common prefix of `ids` and what was cached (at least one token left to feed)."
+    if not (self.keep_cache and self._cache is not None and self._cache_ids): return self.new_cache(), 0
+    old, n = self._cache_ids, 0
+    lim = min(len(old), len(ids) - 1)
+    while n < lim and old[n] == ids[n]: n += 1
+    if n == 0 or not getattr(self._cache, 'is_croppable', True): return self.new_cache(), 0
+    cache = self._cache
+    if len(old) > n: cache.crop(-(len(old) - n))
+    return cache, n
+
+@patch
+@torch.inference_mode()
+def _run(self: ChatModel, prompt, gen: dict, chat: bool | None = None) -> Iterator[str]:
+    g = check_gen(gen)
+    from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+                              RepetitionPenaltyLogitsProcessor)
+    if chat is None: chat = isinstance(prompt, (list, tuple))
+    if isinstance(prompt, (list, tuple)):
+        prompt = render_messages(prompt, self.tokenizer, self.history_budget(g['max_new_tokens']), seed=g['seed'])
+    t0 = time.perf_counter()
+    ids, max_new = self.prompt_ids(prompt, g['max_new_tokens'])
+    cache, start = self._reuse(ids) if g['use_cache'] else (self.new_cache(), 0)
+    self.last = Generation(prompt_tokens=len(ids), cached_tokens=start)
+    procs = LogitsProcessorList()
+    if g['repetition_penalty'] != 1.0: procs.append(RepetitionPenaltyLogitsProcessor(g['repetition_penalty']))
+    sample = g['do_sample'] and g['temperature'] > 0
+    if sample:
+        if g['temperature'] != 1.0: procs.append(TemperatureLogitsWarper(g['temperature']))
+        if g['top_k'] > 0: procs.append(TopKLogitsWarper(g['top_k']))
+        if g['top_p'] < 1.0: procs.append(TopPLogitsWarper(g['top_p']))
+    rng = None
+    if g['seed'] is not None:
+        rng = torch.Generator(device=self.device); rng.manual_seed(int(g['seed']))
+    ts = self.text_stream(ids, g['stop'], chat)
+    dev = self.device
+    all_ids = torch.tensor([ids], device=dev)
+    feed, cached, gen_ids = ids[start:], ids[:start], []
+    reason, in_forward = 'length', False
+    try:
+        for step in range(max_new):
+            in_forward = True       # interrupted inside the forward: some layers have the new keys, some not
+            out = self.model(input_ids=torch.tensor([feed], device=dev), cache=cache, use_cache=True, logits_to_keep=1)
+            cached, in_forward = cached + feed, False
+            scores = out.logits[:, -1, :].float()
+            if len(procs): scores = procs(all_ids, scores)
+            if sample: nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=rng)[0, 0])
+            else: nxt = int(scores.argmax(-1)[0])
+            if nxt in self.eos_ids: reason = 'eos'; break
+            gen_ids.append(nxt)
+            all_ids = torch.cat([all_ids, torch.tensor([[nxt]], device=dev)], 1)
+            feed = [nxt]
+            piece = ts.push(nxt)
+            if piece: yield piece
+            if ts.stopped: reason = 'stop'; break
+        else: reason = 'length'
+        piece = ts.flush()
+        if piece: yield piece
+    finally:
+        self._cache, self._cache_ids = (cache, cached) if self.keep_cache and not in_forward else (None, [])
+        self.last.text, self.last.finish_reason, self.last.new_tokens = ts.text, reason, len(gen_ids) + (reason == 'eos')
+        self.last.lead = ts.lead
+        self.last.seconds = time.perf_counter() - t0
+
+
+# %% ../nbs/30_inference.ipynb #73bef514
+@patch
+def stream(self: ChatModel, prompt, chat: bool | None = None, **gen) -> Iterator[str]:
+    """Yield the reply to `prompt` (text or OpenAI-style messages) piece by piece; stop words are never yielded.
+    `chat`: a chat reply, without the leading space of `<bot>: ` (default: when `prompt` is messages)."""
+    with self.lock: yield from self._run(prompt, gen, chat)
+
+@patch
+def generate(self: ChatModel, prompt, chat: bool | None = None, **gen) -> str:
+    "The whole reply to `prompt` (text or OpenAI-style messages); the same text `stream` yields. Details in `self.last`."
+    with self.lock: return ''.join(self._run(prompt, gen, chat))
+
+
+# %% ../nbs/30_inference.ipynb #978bfdd0
+@patch
+def chat(self: ChatModel, conv: Conversation, callback=None, chat_template: bool = False, **gen) -> str:
+    "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
+    g = check_gen(gen)
+    prompt = conv.get_prompt(self.tokenizer, self.history_budget(g['max_new_tokens']), chat_template=chat_template)
+    for piece in self.stream(prompt, chat=True, **gen):
+        if callback: callback(piece)
+    return self.record(conv)
+
+@patch
+def record(self: ChatModel, conv: Conversation, truncated: bool | None = None) -> str:
+    "Push the last reply into `conv` as the model wrote it (with its `lead`, `<bot>: reply`); returns it as shown."
+    lead = self.last.lead
+    reply = conv.push_model_response(lead + self.last.text, truncated=self.last.truncated if truncated is None else truncated)
+    return reply[len(lead):] if reply.startswith(lead) else reply
+
 
 # %% ../nbs/30_inference.ipynb #e493d933
 class ScriptedLogits:
