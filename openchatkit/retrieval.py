@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import faiss
 from fastcore.script import Param
+from fastcore.basics import patch
 from .core import OCKError, ock_script, atomic_path, asset_path, get_device, quiet_loading, INCIDENTAL_LOGGERS
 
 # %% auto #0
@@ -245,7 +246,7 @@ def to_gpu(index, device='auto'):
     except Exception as e:
         _warn(f"faiss could not move the index to {dev}; searching on the CPU ({str(e).splitlines()[0]})"); return index
 
-# %% ../nbs/40_retrieval.ipynb #064bce46
+# %% ../nbs/40_retrieval.ipynb #b72cb01c
 TEXT_SUFFIXES = ('.txt', '.md', '.markdown', '.rst', '.html', '.htm', '.jsonl')
 
 @dataclass
@@ -272,6 +273,7 @@ def find_files(sources, recursive: bool = False) -> list[Path]:
         out += found
     return list(dict.fromkeys(out))
 
+# %% ../nbs/40_retrieval.ipynb #3bfc11ad
 _SKIP = {'script', 'style', 'head', 'noscript', 'svg', 'template'}
 _BLOCK = {'p', 'div', 'br', 'li', 'ul', 'ol', 'tr', 'table', 'section', 'article', 'header', 'footer', 'blockquote',
           'pre', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'title', 'dd', 'dt', 'hr', 'main', 'nav', 'aside'}
@@ -310,6 +312,7 @@ def html_to_text(s: str) -> str:
     text = re.sub(r'[ \t\r\f\v]+', ' ', ''.join(parts))
     return re.sub(r'\s*\n\s*\n\s*', '\n\n', text).strip()
 
+# %% ../nbs/40_retrieval.ipynb #062b060b
 # link text has no brackets, a target no parentheses but one balanced pair (wiki/Foo_(bar)): so a search from
 # each '[' or '](' stops at the next one, and no text is scanned twice ('[' * 200_000 took 80 s)
 _MD_TARGET = r'\((?:[^()\n]|\([^()\n]*\))*\)'
@@ -324,6 +327,7 @@ def markdown_to_text(s: str) -> str:
     s = re.sub(r'(?m)^\s{0,3}```.*$', '', s)
     return re.sub(r'(\*\*|__|`)', '', s)
 
+# %% ../nbs/40_retrieval.ipynb #d89d3681
 def _read_text_file(path: Path) -> str:
     data = path.read_bytes()
     if b'\x00' in data[:8192]: raise ValueError('binary file')
@@ -518,7 +522,7 @@ def build_index(sources, out, embedder=None, kind: str = 'auto', recursive: bool
                        f"all {len(files)} file(s) are empty, binary or unreadable")
     return build_index_from_docs(docs, out, embedder=embedder, kind=kind, files=files, **kw)
 
-# %% ../nbs/40_retrieval.ipynb #7f5548b2
+# %% ../nbs/40_retrieval.ipynb #a2aaf284
 @dataclass
 class Hit:
     "A search result: `text` (expanded passage), `score` (inner product), `source`, chunk `id` and matched `snippet`."
@@ -555,6 +559,7 @@ def _exact_storage(index) -> bool:
         except Exception: return False
     return False
 
+# %% ../nbs/40_retrieval.ipynb #e8656ce4
 class Retriever:
     "Search an index of chunks with an embedder; see `load_retriever`."
     def __init__(self, index, texts, sources, embedder, docs=None, deleted=None, vectors=None, w: int = 5,
@@ -575,74 +580,82 @@ class Retriever:
     def __len__(self): return self.index.ntotal - self.n_deleted
     def __repr__(self): return f"Retriever({self.path or ''}, {len(self)} chunks, {self.embedder!r}, neighbours={self.neighbours})"
 
-    def _vectors(self, ids) -> np.ndarray:
-        ids = [int(i) for i in ids]
-        if self.neighbours == 'stored': return np.asarray(self.vectors[ids], dtype='float32')
-        if self.neighbours == 'index': return np.stack([self.index.reconstruct(i) for i in ids])
-        todo = [i for i in dict.fromkeys(ids) if i not in self._cache]
-        if todo:
-            self.calls['encode_neighbours'] += 1
-            for i, v in zip(todo, self.embedder.encode([self.texts[i] for i in todo])): self._cache[i] = v
-            if len(self._cache) > 100_000: self._cache = dict(list(self._cache.items())[-50_000:])
-        return np.stack([self._cache[i] for i in ids])
+# %% ../nbs/40_retrieval.ipynb #3334e770
+@patch
+def _vectors(self: Retriever, ids) -> np.ndarray:
+    ids = [int(i) for i in ids]
+    if self.neighbours == 'stored': return np.asarray(self.vectors[ids], dtype='float32')
+    if self.neighbours == 'index': return np.stack([self.index.reconstruct(i) for i in ids])
+    todo = [i for i in dict.fromkeys(ids) if i not in self._cache]
+    if todo:
+        self.calls['encode_neighbours'] += 1
+        for i, v in zip(todo, self.embedder.encode([self.texts[i] for i in todo])): self._cache[i] = v
+        if len(self._cache) > 100_000: self._cache = dict(list(self._cache.items())[-50_000:])
+    return np.stack([self._cache[i] for i in ids])
 
-    def _window(self, i, w):
-        "Candidate neighbours of chunk `i`: (before, nearest first; after) — same document, not deleted, in range."
-        n, ok = self.index.ntotal, lambda j: 0 <= j < n and not (self.n_deleted and self.deleted[j]) and \
-            (self.docs is None or self.docs[j] == self.docs[i])
-        before, after = [], []
-        for j in range(i - 1, i - w - 1, -1):
-            if not ok(j): break
-            before.append(j)
-        for j in range(i + 1, i + w + 1):
-            if not ok(j): break
-            after.append(j)
-        return before, after
+@patch
+def _window(self: Retriever, i, w):
+    "Candidate neighbours of chunk `i`: (before, nearest first; after) — same document, not deleted, in range."
+    n, ok = self.index.ntotal, lambda j: 0 <= j < n and not (self.n_deleted and self.deleted[j]) and \
+        (self.docs is None or self.docs[j] == self.docs[i])
+    before, after = [], []
+    for j in range(i - 1, i - w - 1, -1):
+        if not ok(j): break
+        before.append(j)
+    for j in range(i + 1, i + w + 1):
+        if not ok(j): break
+        after.append(j)
+    return before, after
 
-    def expand_many(self, ids, w=None, threshold=None) -> list[str]:
-        "Expanded passages for chunk `ids`: neighbours kept while their cosine to the hit exceeds `threshold`."
-        w = self.w if w is None else w; th = self.threshold if threshold is None else threshold
-        wins = [self._window(int(i), w) for i in ids]
-        need = sorted({int(i) for i in ids} | {j for b, a in wins for j in b + a})
-        if not w or len(need) == len(set(map(int, ids))): return [self.texts[int(i)] for i in ids]
-        V = dict(zip(need, self._vectors(need)))
-        out = []
-        for i, (before, after) in zip(ids, wins):
-            i = int(i); keep_b, keep_a = [], []
-            for j in before:
-                if _cos(V[j], V[i]) <= th: break
-                keep_b.append(j)
-            for j in after:
-                if _cos(V[j], V[i]) <= th: break
-                keep_a.append(j)
-            out.append(_join([self.texts[j] for j in keep_b[::-1] + [i] + keep_a]))
-        return out
+# %% ../nbs/40_retrieval.ipynb #e34f441d
+@patch
+def expand_many(self: Retriever, ids, w=None, threshold=None) -> list[str]:
+    "Expanded passages for chunk `ids`: neighbours kept while their cosine to the hit exceeds `threshold`."
+    w = self.w if w is None else w; th = self.threshold if threshold is None else threshold
+    wins = [self._window(int(i), w) for i in ids]
+    need = sorted({int(i) for i in ids} | {j for b, a in wins for j in b + a})
+    if not w or len(need) == len(set(map(int, ids))): return [self.texts[int(i)] for i in ids]
+    V = dict(zip(need, self._vectors(need)))
+    out = []
+    for i, (before, after) in zip(ids, wins):
+        i = int(i); keep_b, keep_a = [], []
+        for j in before:
+            if _cos(V[j], V[i]) <= th: break
+            keep_b.append(j)
+        for j in after:
+            if _cos(V[j], V[i]) <= th: break
+            keep_a.append(j)
+        out.append(_join([self.texts[j] for j in keep_b[::-1] + [i] + keep_a]))
+    return out
 
-    def search_batch(self, queries, k: int = 3, expand: bool = True) -> list[list[Hit]]:
-        "Hits for each query in `queries`, best first."
-        q = self.embedder.encode(list(queries))
-        if q.shape[1] != self.index.d:
-            raise OCKError(f"dimension mismatch: queries are {q.shape[1]}-d, the index holds {self.index.d}-d vectors")
-        live = self.index.ntotal - self.n_deleted
-        want = min(k, live)
-        fetch = min(self.index.ntotal, want + (min(self.n_deleted, 4 * k) if self.n_deleted else 0))
-        results = [[] for _ in queries]
-        while want > 0:
-            D, I = self.search_index.search(q, fetch)
-            results = [[(float(s), int(i)) for s, i in zip(d, ii) if i >= 0 and not (self.n_deleted and self.deleted[i])][:want]
-                       for d, ii in zip(D, I)]
-            if all(len(r) >= want for r in results) or fetch >= self.index.ntotal: break
-            fetch = min(self.index.ntotal, fetch * 4)
-        out = []
-        for r in results:
-            ids = [i for _, i in r]
-            texts = self.expand_many(ids) if expand else [self.texts[i] for i in ids]
-            out.append([Hit(t, s, self.sources[i], i, self.texts[i]) for (s, i), t in zip(r, texts)])
-        return out
+# %% ../nbs/40_retrieval.ipynb #fcb67383
+@patch
+def search_batch(self: Retriever, queries, k: int = 3, expand: bool = True) -> list[list[Hit]]:
+    "Hits for each query in `queries`, best first."
+    q = self.embedder.encode(list(queries))
+    if q.shape[1] != self.index.d:
+        raise OCKError(f"dimension mismatch: queries are {q.shape[1]}-d, the index holds {self.index.d}-d vectors")
+    live = self.index.ntotal - self.n_deleted
+    want = min(k, live)
+    fetch = min(self.index.ntotal, want + (min(self.n_deleted, 4 * k) if self.n_deleted else 0))
+    results = [[] for _ in queries]
+    while want > 0:
+        D, I = self.search_index.search(q, fetch)
+        results = [[(float(s), int(i)) for s, i in zip(d, ii) if i >= 0 and not (self.n_deleted and self.deleted[i])][:want]
+                   for d, ii in zip(D, I)]
+        if all(len(r) >= want for r in results) or fetch >= self.index.ntotal: break
+        fetch = min(self.index.ntotal, fetch * 4)
+    out = []
+    for r in results:
+        ids = [i for _, i in r]
+        texts = self.expand_many(ids) if expand else [self.texts[i] for i in ids]
+        out.append([Hit(t, s, self.sources[i], i, self.texts[i]) for (s, i), t in zip(r, texts)])
+    return out
 
-    def search(self, query: str, k: int = 3, expand: bool = True) -> list[Hit]:
-        "The `k` best hits for `query`, best first (`expand=False`: the matched chunks only)."
-        return self.search_batch([query], k, expand)[0]
+@patch
+def search(self: Retriever, query: str, k: int = 3, expand: bool = True) -> list[Hit]:
+    "The `k` best hits for `query`, best first (`expand=False`: the matched chunks only)."
+    return self.search_batch([query], k, expand)[0]
 
 # %% ../nbs/40_retrieval.ipynb #c90dd229
 def expand_by_reencoding(retriever: Retriever, i: int, w: int = 5, threshold: float = 0.5) -> str:
