@@ -8,6 +8,7 @@ import os, sys, io, re, ast, json, time, shlex, difflib, tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.script import Param
+from fastcore.basics import patch
 from .core import OCKError, ock_script
 
 # %% auto #0
@@ -236,7 +237,7 @@ def ock_run(notebook: Param("the notebook to run (.ipynb)", str, opt=False),
     dest = run_notebook(notebook, params, out, raw=raw, kernel_name=kernel, cwd=cwd, stream=not quiet, timeout=timeout or None)
     print(f"done in {time.time() - t0:.0f} s: executed notebook saved as {dest}", file=sys.stderr)
 
-# %% ../nbs/80_runner.ipynb #c56309bb
+# %% ../nbs/80_runner.ipynb #c5e99f0a
 def _cuda_count() -> int:
     import torch
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -285,109 +286,122 @@ class Recipe:
             raise OCKError(f"{self.config}: no such config (recipes use paths relative to the repository root; set config=PATH)")
         return load_train_config(self.config, self._overrides())
 
-    def plan(self, gpus: int = 8) -> dict:
-        "The full-size run on paper, from the config as written (no download): parameters, topology on `gpus` GPUs, tokens, memory."
-        from openchatkit.config import load_train_config
-        from openchatkit.models import paper_config, num_layers, num_pipe_layers, layer_params
-        cfg = load_train_config(self.config)
-        hf = paper_config(cfg.model)
-        n = sum(layer_params(hf, i) for i in range(num_pipe_layers(hf)))
-        pp = cfg.pipeline_parallel; dp = max(1, gpus // pp)
-        tokens = cfg.micro_batch_size * cfg.gradient_accumulation_steps * dp * cfg.seq_length
-        state = n * (2 + 2 + 12) / pp / 2**30          # fp16 weights and gradients, fp32 master weights and Adam moments
-        print(f"as configured: {n/1e9:.2f}B parameters ({hf.model_type}, {num_layers(hf)} blocks) on {pp * dp} GPUs = pipeline {pp} x data {dp}; "
-              f"{tokens:,} tokens per step x {cfg.total_steps:,} steps = {_human(tokens * cfg.total_steps)} tokens; "
-              f"~{state:.0f} GiB of weights, gradients and optimizer state per GPU before activations")
-        return dict(params=n, pp=pp, dp=dp, tokens_per_step=tokens, state_gib_per_gpu=state)
+# %% ../nbs/80_runner.ipynb #38cf77ab
+@patch
+def plan(self: Recipe, gpus: int = 8) -> dict:
+    "The full-size run on paper, from the config as written (no download): parameters, topology on `gpus` GPUs, tokens, memory."
+    from openchatkit.config import load_train_config
+    from openchatkit.models import paper_config, num_layers, num_pipe_layers, layer_params
+    cfg = load_train_config(self.config)
+    hf = paper_config(cfg.model)
+    n = sum(layer_params(hf, i) for i in range(num_pipe_layers(hf)))
+    pp = cfg.pipeline_parallel; dp = max(1, gpus // pp)
+    tokens = cfg.micro_batch_size * cfg.gradient_accumulation_steps * dp * cfg.seq_length
+    state = n * (2 + 2 + 12) / pp / 2**30          # fp16 weights and gradients, fp32 master weights and Adam moments
+    print(f"as configured: {n/1e9:.2f}B parameters ({hf.model_type}, {num_layers(hf)} blocks) on {pp * dp} GPUs = pipeline {pp} x data {dp}; "
+          f"{tokens:,} tokens per step x {cfg.total_steps:,} steps = {_human(tokens * cfg.total_steps)} tokens; "
+          f"~{state:.0f} GiB of weights, gradients and optimizer state per GPU before activations")
+    return dict(params=n, pp=pp, dp=dp, tokens_per_step=tokens, state_gib_per_gpu=state)
 
-    def check(self):
-        "Load the config; refuse a run without CUDA unless `allow_cpu` (then fp16 becomes fp32)."
-        self._auto = []
-        cfg = self.load()
-        gpus = _cuda_count()
-        if not gpus:
-            if not self.allow_cpu:
-                raise OCKError(f"{Path(self.config).name} is a GPU run (pipeline of {cfg.pipeline_parallel}, {cfg.seq_length}-token "
-                               f"sequences) and this machine has no CUDA GPU; set allow_cpu=True to run it on CPUs anyway "
-                               f"(with a tiny model: see tests/test_recipes.py)")
-            if cfg.precision == 'fp16':
-                self._auto = ['precision=fp32']; cfg = self.load()
-                print("no CUDA GPU: precision fp16 -> fp32 (DeepSpeed has no fp16 on CPUs)")
-        elif self.nproc and self.nproc > gpus:
-            raise OCKError(f"nproc {self.nproc} > {gpus} visible GPU(s)")
-        n = (self.nproc or gpus or cfg.pipeline_parallel) * self.nnodes
-        print(f"{Path(self.config).stem}: {n} process(es) = pipeline {cfg.pipeline_parallel} x data {n // cfg.pipeline_parallel if n % cfg.pipeline_parallel == 0 else '?'}; "
-              f"{cfg.total_steps} steps of {cfg.micro_batch_size * cfg.gradient_accumulation_steps} x {cfg.seq_length} tokens per pipeline; "
-              f"precision {cfg.precision}; output {cfg.output_dir}")
-        return cfg
+# %% ../nbs/80_runner.ipynb #029c1e67
+@patch
+def check(self: Recipe):
+    "Load the config; refuse a run without CUDA unless `allow_cpu` (then fp16 becomes fp32)."
+    self._auto = []
+    cfg = self.load()
+    gpus = _cuda_count()
+    if not gpus:
+        if not self.allow_cpu:
+            raise OCKError(f"{Path(self.config).name} is a GPU run (pipeline of {cfg.pipeline_parallel}, {cfg.seq_length}-token "
+                           f"sequences) and this machine has no CUDA GPU; set allow_cpu=True to run it on CPUs anyway "
+                           f"(with a tiny model: see tests/test_recipes.py)")
+        if cfg.precision == 'fp16':
+            self._auto = ['precision=fp32']; cfg = self.load()
+            print("no CUDA GPU: precision fp16 -> fp32 (DeepSpeed has no fp16 on CPUs)")
+    elif self.nproc and self.nproc > gpus:
+        raise OCKError(f"nproc {self.nproc} > {gpus} visible GPU(s)")
+    n = (self.nproc or gpus or cfg.pipeline_parallel) * self.nnodes
+    print(f"{Path(self.config).stem}: {n} process(es) = pipeline {cfg.pipeline_parallel} x data {n // cfg.pipeline_parallel if n % cfg.pipeline_parallel == 0 else '?'}; "
+          f"{cfg.total_steps} steps of {cfg.micro_batch_size * cfg.gradient_accumulation_steps} x {cfg.seq_length} tokens per pipeline; "
+          f"precision {cfg.precision}; output {cfg.output_dir}")
+    return cfg
 
-    def prepare_model(self) -> Path:
-        "The base model directory: `model` itself if local, else fetched from the hub into pretrained/ (once)."
-        from openchatkit.models import prepare_model
-        spec = str(self.model or self.load().model)
-        local = Path(spec).expanduser()
-        if not local.exists() and spec.count('/') == 1 and (Path('pretrained')/spec.replace('/', '_')/'config.json').exists():
-            local = Path('pretrained')/spec.replace('/', '_')
-        self.model_dir = prepare_model(str(local) if local.exists() else spec)
-        from openchatkit.models import load_config, num_layers
-        hf = load_config(self.model_dir)
-        print(f"model: {self.model_dir} ({hf.model_type}, {num_layers(hf)} blocks, hidden {hf.hidden_size})")
-        return self.model_dir
+# %% ../nbs/80_runner.ipynb #659042ba
+@patch
+def prepare_model(self: Recipe) -> Path:
+    "The base model directory: `model` itself if local, else fetched from the hub into pretrained/ (once)."
+    from openchatkit.models import prepare_model
+    spec = str(self.model or self.load().model)
+    local = Path(spec).expanduser()
+    if not local.exists() and spec.count('/') == 1 and (Path('pretrained')/spec.replace('/', '_')/'config.json').exists():
+        local = Path('pretrained')/spec.replace('/', '_')
+    self.model_dir = prepare_model(str(local) if local.exists() else spec)
+    from openchatkit.models import load_config, num_layers
+    hf = load_config(self.model_dir)
+    print(f"model: {self.model_dir} ({hf.model_type}, {num_layers(hf)} blocks, hidden {hf.hidden_size})")
+    return self.model_dir
 
-    def prepare_data(self) -> list:
-        "The data mixture, fetching `data_preset` when the config's files are missing."
-        from openchatkit.data import parse_mixture, prepare_data
-        spec = self.load().data
-        try: srcs = parse_mixture(spec)
-        except OCKError:
-            if self.data is not None or not self.data_preset: raise
-            print(f"data: fetching {self.data_preset} (ock-prepare-data {self.data_preset})")
-            prepare_data(self.data_preset)
-            srcs = parse_mixture(spec)
-        urls = sum(f.startswith(('http://', 'https://', 'hf://')) for s in srcs for f in s.files)
-        print(f"data: {len(srcs)} source(s), {sum(len(s.files) for s in srcs)} file(s)" + (f", {urls} streamed from URLs" if urls else ''))
-        return srcs
+@patch
+def prepare_data(self: Recipe) -> list:
+    "The data mixture, fetching `data_preset` when the config's files are missing."
+    from openchatkit.data import parse_mixture, prepare_data
+    spec = self.load().data
+    try: srcs = parse_mixture(spec)
+    except OCKError:
+        if self.data is not None or not self.data_preset: raise
+        print(f"data: fetching {self.data_preset} (ock-prepare-data {self.data_preset})")
+        prepare_data(self.data_preset)
+        srcs = parse_mixture(spec)
+    urls = sum(f.startswith(('http://', 'https://', 'hf://')) for s in srcs for f in s.files)
+    print(f"data: {len(srcs)} source(s), {sum(len(s.files) for s in srcs)} file(s)" + (f", {urls} streamed from URLs" if urls else ''))
+    return srcs
 
-    def train(self):
-        "Launch the training (torchrun on `nproc` processes per node); output streams."
-        from openchatkit.train import launch_training
-        from openchatkit.checkpoint import read_metrics
-        if self.model_dir is None and self.model and not Path(self.model).exists(): self.prepare_model()
-        cfg = self.load()
-        launch_training(self.config, self.nproc, self._overrides(), self.nnodes, self.node_rank, self.master_addr,
-                        self.master_port or None)
-        recs = read_metrics(cfg.output_dir)
-        if recs: print(f"trained: step {recs[-1]['step']}, loss {recs[0]['loss']:.4f} -> {recs[-1]['loss']:.4f}")
-        return recs
+# %% ../nbs/80_runner.ipynb #7cfeb3ee
+@patch
+def train(self: Recipe):
+    "Launch the training (torchrun on `nproc` processes per node); output streams."
+    from openchatkit.train import launch_training
+    from openchatkit.checkpoint import read_metrics
+    if self.model_dir is None and self.model and not Path(self.model).exists(): self.prepare_model()
+    cfg = self.load()
+    launch_training(self.config, self.nproc, self._overrides(), self.nnodes, self.node_rank, self.master_addr,
+                    self.master_port or None)
+    recs = read_metrics(cfg.output_dir)
+    if recs: print(f"trained: step {recs[-1]['step']}, loss {recs[0]['loss']:.4f} -> {recs[-1]['loss']:.4f}")
+    return recs
 
-    @property
-    def out_dir(self) -> Path: return Path(self.load().output_dir)
+@patch(as_prop=True)
+def out_dir(self: Recipe) -> Path: return Path(self.load().output_dir)
 
-    def convert(self) -> Path | None:
-        "The last checkpoint as a Hugging Face model in `hf_dir` (node 0 only)."
-        if self.node_rank: return None
-        from openchatkit.convert import convert_checkpoint
-        dest = Path(self.hf_dir or f"{str(self.out_dir).rstrip('/')}-hf")
-        p = convert_checkpoint(self.out_dir/'checkpoints', dest, dtype=self.dtype)
-        print(f"converted: {p} ({self.dtype})")
-        return p
+@patch
+def convert(self: Recipe) -> Path | None:
+    "The last checkpoint as a Hugging Face model in `hf_dir` (node 0 only)."
+    if self.node_rank: return None
+    from openchatkit.convert import convert_checkpoint
+    dest = Path(self.hf_dir or f"{str(self.out_dir).rstrip('/')}-hf")
+    p = convert_checkpoint(self.out_dir/'checkpoints', dest, dtype=self.dtype)
+    print(f"converted: {p} ({self.dtype})")
+    return p
 
-    def show_loss(self):
-        "Plot the loss curve (saved as OUTPUT_DIR/loss_curve.png) and display it."
-        from openchatkit.checkpoint import plot_loss
-        p = plot_loss(self.out_dir)
-        if p is None: print("no metrics yet"); return None
-        try:
-            from IPython.display import Image, display
-            display(Image(str(p)))
-        except ImportError: print(p)
-        return p
+@patch
+def show_loss(self: Recipe):
+    "Plot the loss curve (saved as OUTPUT_DIR/loss_curve.png) and display it."
+    from openchatkit.checkpoint import plot_loss
+    p = plot_loss(self.out_dir)
+    if p is None: print("no metrics yet"); return None
+    try:
+        from IPython.display import Image, display
+        display(Image(str(p)))
+    except ImportError: print(p)
+    return p
 
-    def run(self, convert: bool = True) -> dict:
-        "Every step: check, model, data, train, convert (if `convert`), loss curve."
-        self.check(); self.prepare_model(); self.prepare_data(); recs = self.train()
-        hf = self.convert() if convert else None
-        return dict(output_dir=self.out_dir, hf_dir=hf, metrics=recs, loss_curve=self.show_loss())
+# %% ../nbs/80_runner.ipynb #6dd098ef
+@patch
+def run(self: Recipe, convert: bool = True) -> dict:
+    "Every step: check, model, data, train, convert (if `convert`), loss curve."
+    self.check(); self.prepare_model(); self.prepare_data(); recs = self.train()
+    hf = self.convert() if convert else None
+    return dict(output_dir=self.out_dir, hf_dir=hf, metrics=recs, loss_curve=self.show_loss())
 
 def run_recipe(config, convert: bool = True, **kwargs) -> dict:
     "`Recipe(config, **kwargs).run(convert)`."
