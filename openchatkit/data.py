@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from loguru import logger
 from fastcore.script import Param
+from fastcore.basics import patch
 from .core import OCKError, ock_script, atomic_path
 
 # %% auto #0
@@ -429,7 +430,7 @@ class _Encoder:
             i = h
         return y
 
-# %% ../nbs/10_data.ipynb #d0f19ffd
+# %% ../nbs/10_data.ipynb #1f188071
 class _Files:
     "Sequential reading of a source's files for one epoch, by chunks of documents, resumable from a position."
     def __init__(self, ps, k):
@@ -461,6 +462,7 @@ class _Files:
         if self.it is not None: self.it.close()
         self.it = self.at = None
 
+# %% ../nbs/10_data.ipynb #f8120015
 class PackedStream(torch.utils.data.IterableDataset):
     """Stream a weighted mixture of JSONL sources as fixed `seq_length` blocks of token ids (documents joined by
     the end-of-text token), `{'input_ids', 'labels'}` with labels -100 where not trained; resumable through
@@ -490,78 +492,89 @@ class PackedStream(torch.utils.data.IterableDataset):
                 'dp_rank': self.dp_rank, 'sources': [dict(spec=s.spec, epoch=0, pos=[0, 0, 0], chunk=0, doc=0, tok=0,
                                                           docs=0, done=False) for s in self.sources]}
 
-    def state_dict(self) -> dict:
-        "The position in the stream (small, JSON-serialisable): blocks yielded, and per source where the next token is."
-        return json.loads(json.dumps(self._state))
-
-    def load_state_dict(self, state: dict):
-        "Continue from `state` (from `state_dict()` of a stream over the same sources, seq_length, seed and dp ranks)."
-        st = json.loads(json.dumps(state))
-        for k in ('seq_length', 'seed', 'dp_size', 'dp_rank'):
-            if st.get(k) != self._state[k]: raise OCKError(f"data state was saved with {k}={st.get(k)}, this stream has {k}={self._state[k]}")
-        if [s['spec'] for s in st['sources']] != [s.spec for s in self.sources]:
-            raise OCKError(f"data state was saved for sources {[s['spec'] for s in st['sources']]}, not {[s.spec for s in self.sources]}")
-        self._state = st
-
-    # --- one source: documents -> tokens -> blocks, keeping its state at every yielded block
-    def _source_blocks(self, k):
-        st, S, files = self._state['sources'][k], self.seq_length, _Files(self, k)
-        bx, by, fill = np.empty(S, np.int64), np.empty(S, np.int64), 0
-        try:
-            while True:
-                texts, end = files.chunk(st['epoch'], tuple(st['pos']), self.shuffle_buffer)
-                if not texts:                                  # end of an epoch
-                    if st['docs'] == 0: raise OCKError(f"mixture source {self.sources[k].spec!r} has no usable records"
-                                                       + (f" for data-parallel rank {self.dp_rank}" if self.dp_size > 1 else ''))
-                    if not self.cycle: break
-                    st.update(epoch=st['epoch'] + 1, pos=[0, 0, 0], doc=0, tok=0, docs=0); files.close(); continue
-                order = _rng(self.seed, 1, k, st['chunk']).permutation(len(texts)) if self.shuffle else np.arange(len(texts))
-                i = st['doc']
-                while i < len(texts):
-                    batch = self.encode([texts[j] for j in order[i:i + self.tokenize_batch]])
-                    for x, y in batch:
-                        t = st['tok'] if i == st['doc'] else 0
-                        while t < len(x):
-                            if self.pack == 'whole' and fill and S - fill < len(x) - t <= S:
-                                # 'whole': a document that fits a block but not what is left of this one starts the next
-                                bx[fill:] = self.encode.eos; by[fill:] = -100
-                                st['doc'], st['tok'], fill = i, t, 0
-                                yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
-                                continue
-                            n = min(S - fill, len(x) - t)
-                            bx[fill:fill + n] = x[t:t + n]; by[fill:fill + n] = y[t:t + n]; fill += n; t += n
-                            if fill == S:
-                                if t < len(x): st['doc'], st['tok'] = i, t
-                                else: st['doc'], st['tok'] = i + 1, 0
-                                fill = 0
-                                yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
-                        i += 1
-                st['docs'] += len(texts)
-                st.update(pos=list(end), chunk=st['chunk'] + 1, doc=0, tok=0)
-            if fill and not self.drop_last:                    # the end (cycle=False): pad the last block
-                bx[fill:] = self.encode.eos; by[fill:] = -100
-                yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
-        finally: files.close()
-
     def __iter__(self):
-        "Blocks from where the stream stands (a fresh stream, or the state loaded)."
-        if torch.utils.data.get_worker_info() is not None:
-            raise OCKError("PackedStream keeps its position in the process that iterates it: iterate it directly (or with "
-                           "DataLoader(num_workers=0)); worker processes would repeat the data and lose the position")
-        st = self._state
-        gens = [None] * len(self.sources)
-        w = np.array([s.weight for s in self.sources])
+        "Blocks from where the stream stands (a fresh stream, or the state loaded): see `_blocks`."
+        return self._blocks()
+
+# %% ../nbs/10_data.ipynb #ef1a9b00
+@patch
+def state_dict(self: PackedStream) -> dict:
+    "The position in the stream (small, JSON-serialisable): blocks yielded, and per source where the next token is."
+    return json.loads(json.dumps(self._state))
+
+@patch
+def load_state_dict(self: PackedStream, state: dict):
+    "Continue from `state` (from `state_dict()` of a stream over the same sources, seq_length, seed and dp ranks)."
+    st = json.loads(json.dumps(state))
+    for k in ('seq_length', 'seed', 'dp_size', 'dp_rank'):
+        if st.get(k) != self._state[k]: raise OCKError(f"data state was saved with {k}={st.get(k)}, this stream has {k}={self._state[k]}")
+    if [s['spec'] for s in st['sources']] != [s.spec for s in self.sources]:
+        raise OCKError(f"data state was saved for sources {[s['spec'] for s in st['sources']]}, not {[s.spec for s in self.sources]}")
+    self._state = st
+
+# %% ../nbs/10_data.ipynb #dc42e4ac
+@patch
+def _source_blocks(self: PackedStream, k):
+    "One source's blocks: documents -> tokens -> blocks, its state kept at every block yielded."
+    st, S, files = self._state['sources'][k], self.seq_length, _Files(self, k)
+    bx, by, fill = np.empty(S, np.int64), np.empty(S, np.int64), 0
+    try:
         while True:
-            live = np.array([not s['done'] for s in st['sources']])
-            if not live.any(): return
-            p = np.where(live, w, 0); c = np.cumsum(p / p.sum())
-            k = int(min(np.searchsorted(c, _rng(self.seed, 2, st['blocks']).random(), side='right'), len(c) - 1))
-            while not live[k]: k -= 1
-            if gens[k] is None: gens[k] = self._source_blocks(k)
-            try: x, y = next(gens[k])
-            except StopIteration: st['sources'][k]['done'] = True; continue
-            st['blocks'] += 1
-            yield {'input_ids': x, 'labels': y}
+            texts, end = files.chunk(st['epoch'], tuple(st['pos']), self.shuffle_buffer)
+            if not texts:                                  # end of an epoch
+                if st['docs'] == 0: raise OCKError(f"mixture source {self.sources[k].spec!r} has no usable records"
+                                                   + (f" for data-parallel rank {self.dp_rank}" if self.dp_size > 1 else ''))
+                if not self.cycle: break
+                st.update(epoch=st['epoch'] + 1, pos=[0, 0, 0], doc=0, tok=0, docs=0); files.close(); continue
+            order = _rng(self.seed, 1, k, st['chunk']).permutation(len(texts)) if self.shuffle else np.arange(len(texts))
+            i = st['doc']
+            while i < len(texts):
+                batch = self.encode([texts[j] for j in order[i:i + self.tokenize_batch]])
+                for x, y in batch:
+                    t = st['tok'] if i == st['doc'] else 0
+                    while t < len(x):
+                        if self.pack == 'whole' and fill and S - fill < len(x) - t <= S:
+                            # 'whole': a document that fits a block but not what is left of this one starts the next
+                            bx[fill:] = self.encode.eos; by[fill:] = -100
+                            st['doc'], st['tok'], fill = i, t, 0
+                            yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
+                            continue
+                        n = min(S - fill, len(x) - t)
+                        bx[fill:fill + n] = x[t:t + n]; by[fill:fill + n] = y[t:t + n]; fill += n; t += n
+                        if fill == S:
+                            if t < len(x): st['doc'], st['tok'] = i, t
+                            else: st['doc'], st['tok'] = i + 1, 0
+                            fill = 0
+                            yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
+                    i += 1
+            st['docs'] += len(texts)
+            st.update(pos=list(end), chunk=st['chunk'] + 1, doc=0, tok=0)
+        if fill and not self.drop_last:                    # the end (cycle=False): pad the last block
+            bx[fill:] = self.encode.eos; by[fill:] = -100
+            yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
+    finally: files.close()
+
+# %% ../nbs/10_data.ipynb #5ace4042
+@patch
+def _blocks(self: PackedStream):
+    "Blocks from where the stream stands (a fresh stream, or the state loaded)."
+    if torch.utils.data.get_worker_info() is not None:
+        raise OCKError("PackedStream keeps its position in the process that iterates it: iterate it directly (or with "
+                       "DataLoader(num_workers=0)); worker processes would repeat the data and lose the position")
+    st = self._state
+    gens = [None] * len(self.sources)
+    w = np.array([s.weight for s in self.sources])
+    while True:
+        live = np.array([not s['done'] for s in st['sources']])
+        if not live.any(): return
+        p = np.where(live, w, 0); c = np.cumsum(p / p.sum())
+        k = int(min(np.searchsorted(c, _rng(self.seed, 2, st['blocks']).random(), side='right'), len(c) - 1))
+        while not live[k]: k -= 1
+        if gens[k] is None: gens[k] = self._source_blocks(k)
+        try: x, y = next(gens[k])
+        except StopIteration: st['sources'][k]['done'] = True; continue
+        st['blocks'] += 1
+        yield {'input_ids': x, 'labels': y}
 
 def batches(stream, micro_batch_size: int, drop_last: bool = True):
     "Group a stream's blocks into `(input_ids[B,S], labels[B,S])` LongTensor pairs."
