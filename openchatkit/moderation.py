@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 import torch
 from fastcore.script import Param
+from fastcore.basics import patch
 from .core import OCKError, ock_script, atomic_path, asset_path, get_device, seed_everything
 
 # %% auto #0
@@ -91,7 +92,7 @@ def most_severe(ms: list[Moderation]) -> Moderation:
     "The verdict of the most severe label among `ms` (ties: the most confident)."
     return max(ms, key=lambda m: (m.severity, m.confidence))
 
-# %% ../nbs/50_moderation.ipynb #5dd5c61d
+# %% ../nbs/50_moderation.ipynb #831c69ce
 class Moderator:
     "Base of the moderators: `classify(text) -> Moderation`, with empty/long-text handling shared."
     name, window, overlap = 'moderator', 256, 32
@@ -108,49 +109,54 @@ class Moderator:
         "One `{label: probability}` per text (each text fits the window)."
         raise NotImplementedError
 
-    def split(self, text: str) -> tuple[list[str], str, bool]:
-        "The pieces of (cleaned) `text` to classify, a note, and whether part of the text is not read."
-        t = clean_input(text)
-        offs = self._offsets(t); n, w = len(offs), self.window
-        if n <= w: return [t], '', False
-        if self.long == 'error':
-            raise OCKError(f"text is {n} tokens, longer than {self.name}'s {w}-token window (set long to chunk or truncate)")
-        if self.long == 'truncate':
-            return [t[:offs[w-1][1]]], f"text is {n} tokens: truncated to the first {w} of {self.name}'s window", True
-        step = max(1, w - self.overlap)
-        starts = list(range(0, max(1, n - self.overlap), step))
-        cut = len(starts) > self.max_chunks
-        starts = starts[:self.max_chunks]
-        pieces = [t[offs[s][0]:offs[min(n, s + w) - 1][1]] for s in starts]
-        note = f"text is {n} tokens, longer than the {w}-token window: classified in {len(pieces)} overlapping windows, the most severe counts"
-        if cut: note += f"; only the first {len(pieces)} windows were read (max_chunks), the rest of the text was not"
-        return pieces, note, cut
-
-    def classify(self, text: str) -> Moderation:
-        "The label and label probabilities of `text` (long texts: see `long`)."
-        pieces, note, cut = self.split(text)
-        with self.lock: ms = [Moderation(max(s, key=s.get), s) for s in self._score(pieces)]
-        m = most_severe(ms)
-        return Moderation(m.label, m.scores, len(pieces), cut, note)
-
-    def classify_many(self, texts, batch_size: int = 32, progress: bool = False) -> list[Moderation]:
-        "`classify` for many texts (short ones are scored in batches)."
-        from tqdm.auto import tqdm
-        texts = list(texts); out = [None] * len(texts); short = []
-        for i, t in enumerate(texts):
-            pieces, note, cut = self.split(t)
-            if len(pieces) == 1 and not note: short.append((i, pieces[0]))
-            else: out[i] = self.classify(t)
-        bar = tqdm(total=len(short), desc='moderating', disable=not progress)
-        for j in range(0, len(short), batch_size):
-            chunk = short[j:j + batch_size]
-            with self.lock: scores = self._score([p for _, p in chunk])
-            for (i, _), s in zip(chunk, scores): out[i] = Moderation(max(s, key=s.get), s)
-            bar.update(len(chunk))
-        bar.close()
-        return out
-
     def __repr__(self): return f"{type(self).__name__}({self.name!r}, window={self.window})"
+
+# %% ../nbs/50_moderation.ipynb #8b2dee7f
+@patch
+def split(self: Moderator, text: str) -> tuple[list[str], str, bool]:
+    "The pieces of (cleaned) `text` to classify, a note, and whether part of the text is not read."
+    t = clean_input(text)
+    offs = self._offsets(t); n, w = len(offs), self.window
+    if n <= w: return [t], '', False
+    if self.long == 'error':
+        raise OCKError(f"text is {n} tokens, longer than {self.name}'s {w}-token window (set long to chunk or truncate)")
+    if self.long == 'truncate':
+        return [t[:offs[w-1][1]]], f"text is {n} tokens: truncated to the first {w} of {self.name}'s window", True
+    step = max(1, w - self.overlap)
+    starts = list(range(0, max(1, n - self.overlap), step))
+    cut = len(starts) > self.max_chunks
+    starts = starts[:self.max_chunks]
+    pieces = [t[offs[s][0]:offs[min(n, s + w) - 1][1]] for s in starts]
+    note = f"text is {n} tokens, longer than the {w}-token window: classified in {len(pieces)} overlapping windows, the most severe counts"
+    if cut: note += f"; only the first {len(pieces)} windows were read (max_chunks), the rest of the text was not"
+    return pieces, note, cut
+
+# %% ../nbs/50_moderation.ipynb #da47d3fa
+@patch
+def classify(self: Moderator, text: str) -> Moderation:
+    "The label and label probabilities of `text` (long texts: see `long`)."
+    pieces, note, cut = self.split(text)
+    with self.lock: ms = [Moderation(max(s, key=s.get), s) for s in self._score(pieces)]
+    m = most_severe(ms)
+    return Moderation(m.label, m.scores, len(pieces), cut, note)
+
+@patch
+def classify_many(self: Moderator, texts, batch_size: int = 32, progress: bool = False) -> list[Moderation]:
+    "`classify` for many texts (short ones are scored in batches)."
+    from tqdm.auto import tqdm
+    texts = list(texts); out = [None] * len(texts); short = []
+    for i, t in enumerate(texts):
+        pieces, note, cut = self.split(t)
+        if len(pieces) == 1 and not note: short.append((i, pieces[0]))
+        else: out[i] = self.classify(t)
+    bar = tqdm(total=len(short), desc='moderating', disable=not progress)
+    for j in range(0, len(short), batch_size):
+        chunk = short[j:j + batch_size]
+        with self.lock: scores = self._score([p for _, p in chunk])
+        for (i, _), s in zip(chunk, scores): out[i] = Moderation(max(s, key=s.get), s)
+        bar.update(len(chunk))
+    bar.close()
+    return out
 
 # %% ../nbs/50_moderation.ipynb #92f86e95
 def check_causal_lm(src: str, trust_remote_code: bool = False):
