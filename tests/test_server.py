@@ -17,14 +17,21 @@ ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENI
        'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
 ENV.pop('OCK_API_KEY', None)
 
-def wait_until(pred, what, deadline=120, every=0.02):
-    "Poll `pred()` until it returns something true (returned); the deadline only guards against a hang."
+def wait_until(pred, what, deadline=120, every=0.02, state=None):
+    "Poll `pred()` until it returns something true (returned); the deadline only guards against a hang (`state()` says where things stood)."
     t0 = time.monotonic()
     while True:
         v = pred()
         if v: return v
-        if time.monotonic() - t0 > deadline: raise AssertionError(f"gave up after {deadline}s waiting for {what}")
+        if time.monotonic() - t0 > deadline:
+            raise AssertionError(f"gave up after {deadline}s waiting for {what}" + (f"; then: {state()}" if state else ''))
         time.sleep(every)
+
+def reach_hold(server, tokens):
+    "Wait until the engine has made `tokens` tokens in all; it must stop exactly there (the hold), not run past it."
+    n = wait_until(lambda: (t := health(server)['stats']['tokens']) >= tokens and t, 'the reply to reach the hold',
+                   state=lambda: health(server))
+    assert n == tokens, f"the engine went past the hold: {n} tokens, held at {tokens}; {health(server)}"
 
 def serve(model, *args, env=None, ready_timeout=600):
     "Run `ock-serve --model MODEL ARGS` on a free loopback port (conftest's `serving`); a context giving its base URL."
@@ -249,11 +256,11 @@ def test_disconnect_frees_slot(server, hold):
                 assert r.status_code == 200
                 lines = r.iter_lines()                # (keep the iterator: dropping it closes the connection)
                 assert next(lines).startswith('data: ')
-                wait_until(lambda: health(server)['stats']['tokens'] == before['tokens'] + 8, 'the reply to reach the hold')
+                reach_hold(server, before['tokens'] + 8)
                 assert health(server)['active'] == 1
             # leaving the block closes the connection mid-stream
         h = wait_until(lambda: (h := health(server))['stats']['cancelled'] == before['cancelled'] + 1 and h['active'] == 0 and h,
-                       'the server to cancel the abandoned stream')
+                       'the server to cancel the abandoned stream', state=lambda: health(server))
     finally: hold.release()
     assert h['stats']['tokens'] - before['tokens'] == 8, h              # not one token more after the client left
 
@@ -268,11 +275,11 @@ def test_disconnect_frees_slot_non_streaming(server, hold):
         sock = socket.create_connection((host, int(port)), timeout=60)
         sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
-        wait_until(lambda: health(server)['stats']['tokens'] == before['tokens'] + 4, 'the reply to reach the hold')
+        reach_hold(server, before['tokens'] + 4)
         assert health(server)['active'] == 1
         sock.close()                                  # the client gives up
         h = wait_until(lambda: (h := health(server))['stats']['cancelled'] == before['cancelled'] + 1 and h['active'] == 0 and h,
-                       'the server to cancel the abandoned request')
+                       'the server to cancel the abandoned request', state=lambda: health(server))
     finally: hold.release()
     assert h['stats']['tokens'] - before['tokens'] == 4, h
 
