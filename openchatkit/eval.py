@@ -355,16 +355,6 @@ def run_lm_eval(target, tasks: list[str], include: list[str] = (), limit: int | 
             return _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-@contextlib.contextmanager
-def _without_bars():
-    "Hold stderr while inside; then pass on every line of it except tqdm's progress bars (lm-eval has no switch for them)."
-    held = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(held): yield
-    finally:
-        kept = [l for l in re.split(r'[\r\n]', held.getvalue()) if l.strip() and not re.search(r'\d+%\|', l)]
-        if kept: sys.stderr.write('\n'.join(kept) + '\n')
-
 def _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer):
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -393,6 +383,17 @@ def _run_lm_eval(target, tasks, incl, limit, batch_size, num_fewshot, tokenizer)
         raise OCKError(f"lm-eval {', '.join(tasks)} through {target.base}: HTTP {resp.status_code}: {msg}") from None
     return {t: {k.split(',')[0]: round(float(v), 4) for k, v in m.items()
                 if isinstance(v, (int, float)) and 'stderr' not in k and k != 'sample_len'} for t, m in res['results'].items()}
+
+# %% ../nbs/70_eval.ipynb #7cd59dc6
+@contextlib.contextmanager
+def _without_bars():
+    "Hold stderr while inside; then pass on every line of it except tqdm's progress bars (lm-eval has no switch for them)."
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held): yield
+    finally:
+        kept = [l for l in re.split(r'[\r\n]', held.getvalue()) if l.strip() and not re.search(r'\d+%\|', l)]
+        if kept: sys.stderr.write('\n'.join(kept) + '\n')
 
 # %% ../nbs/70_eval.ipynb #eee1c710
 def _near_misses(ans: str, r: random.Random, k: int = 3) -> list[str]:
