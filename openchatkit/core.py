@@ -101,7 +101,9 @@ def atomic_write_text(dest, text: str):
 
 # %% ../nbs/00_core.ipynb #b877077a
 import logging, warnings
-INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed')   # libraries that log on import when another one imports them
+# libraries that log on import when another one imports them: peft imports bitsandbytes, which on a CPU with AVX512-BF16
+# asks `kernels` for a hub kernel at import time, and `kernels` warns about its trust check under HF_HUB_OFFLINE=1
+INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed', 'kernels')
 # warnings one library raises about another's use of it, which a user cannot act on (peft uses a property and a method transformers 5 deprecates)
 INCIDENTAL_WARNINGS = (r'`is_gradient_checkpointing` is deprecated', r'`gradient_checkpointing_enable` is deprecated')
 
