@@ -7,6 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _setup(tmp_path, fail_on=None):
     (tmp_path/'.ci').mkdir(); shutil.copy(ROOT/'.ci'/'install', tmp_path/'.ci'/'install')
+    shutil.copy(ROOT/'requirements.lock', tmp_path/'requirements.lock')
     py = tmp_path/'fakepy'
     py.write_text("#!/bin/sh\n"
                   "case \"$*\" in *print\\(openchatkit.__version__\\)*) echo 9.9.9; exit 0;; esac\n"

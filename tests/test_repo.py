@@ -117,3 +117,34 @@ def test_ruff():
     if ruff is None: pytest.skip('ruff not installed (pip install -e ".[dev]")')
     r = subprocess.run([ruff, 'check', '--no-cache', 'openchatkit', 'tests', 'tools'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+
+# -- the install lock: requirements.lock (tools/lock.py) is what .ci/install installs
+def _lock():
+    sys.path.insert(0, str(ROOT/'tools'))
+    import lock
+    return lock
+
+def test_lock_satisfies_settings():
+    "Every requirement in settings.ini (library and dev) is pinned in requirements.lock at a version its range allows."
+    lock = _lock()
+    reqs, pins = lock.requirements(), lock.locked()
+    assert len(reqs) > 30 and len(pins) > 150, (len(reqs), len(pins))
+    assert not lock.unsatisfied(reqs, pins), lock.unsatisfied(reqs, pins)
+    assert pins['torch'].endswith('+cpu'), pins['torch']        # the CPU build, as the README's install line asks for
+
+def test_lock_check_catches_a_range_the_lock_misses(tmp_path):
+    "The check itself: a range the pinned version falls outside, and a package the lock lacks, are both named."
+    lock = _lock()
+    pins = lock.locked()
+    bad = lock.unsatisfied([f"transformers<{pins['transformers']}", 'no-such-package>=1'], pins)
+    assert len(bad) == 2 and 'the lock has' in bad[0] and 'not in the lock' in bad[1], bad
+
+def test_environment_is_the_lock():
+    "The environment the suite runs in holds exactly the lock's versions (it was installed from it), and nothing beside them."
+    from importlib.metadata import distributions
+    lock, norm = _lock(), lambda n: re.sub(r'[-_.]+', '-', n).lower()
+    pins = lock.locked()
+    have = {norm(d.metadata['Name']): d.version for d in distributions()}
+    have.pop('openchatkit', None)
+    differ = sorted(f"{n}: installed {have.get(n)}, lock {pins.get(n)}" for n in set(have) | set(pins) if have.get(n) != pins.get(n))
+    assert not differ, differ
