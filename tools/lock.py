@@ -64,8 +64,8 @@ def compile_lock(upgrade: bool = False, as_of: str | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp)/'requirements.in'
         src.write_text('\n'.join([TORCH] + TOOLS + requirements()) + '\n')
-        out = Path(tmp)/'requirements.lock'     # starts as the current lock (uv keeps its pins), unless resolving as of a date
-        if LOCK.exists() and not as_of: shutil.copy(LOCK, out)
+        out = Path(tmp)/'requirements.lock'     # the current lock (uv keeps its pins), unless moving to the newest or to a date
+        if LOCK.exists() and not (as_of or upgrade): shutil.copy(LOCK, out)
         cmd = [uv, 'pip', 'compile', str(src), '-o', str(out), '--generate-hashes', '--python-version', PYTHON,
                '--python-platform', PLATFORM, '--index-strategy', 'unsafe-best-match', '--no-header', '--no-annotate',
                '--emit-build-options', '--quiet', *pip_sources(), *(['--upgrade'] if upgrade else []),
