@@ -6,13 +6,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OCK_RUN = str(Path(sys.executable).parent/'ock-run')
-# a ~1M model (hidden 128, 4 layers), skills mixed evenly, 500 steps of 8 rows of 256 tokens (~2 minutes of training),
-# graded by the evaluation stage on 200 single questions and 10 conversations of 8: the loss falls well and the quickest
-# skill starts to be answered exactly (measured: 5.4 % overall, letter counts 34.8 %; exact match of an untrained model,
-# i.e. chance for these free-form answers, is 0 %)
+# a ~1M model (hidden 128, 4 layers), 500 steps of 8 rows of 256 tokens (~3 minutes of training), graded by the evaluation
+# stage on 180 single questions, 20 reading questions and 10 conversations of 8. Three quick skills weigh more so that
+# 500 steps learn one of them for sure, and the arithmetic is fp32 on every CPU ('auto' picks amp-bf16 where the CPU has it,
+# and runs diverge across CPUs). Measured here, fp32: 17.5 % overall (units 100 %, count 30.4 %, compare 21.7 %); with the
+# skills mixed evenly the same run gave 2.5 % (and 3.0 % on CI's CPU with amp-bf16): too close to chance (0 %) to test.
 CI_PARAMS = dict(n_train=12_000, n_test=180, n_grounded_test=20, n_conv_test=10, hidden=128, layers=4, heads=4,
-                 skill_weights={}, total_steps=500, micro_batch_size=8, gradient_accumulation_steps=1, warmup_steps=25,
-                 lr=3e-3, eval_every=250, checkpoint_every=250, min_em=3.0)
+                 skill_weights={'units': 3, 'count': 3, 'compare': 2}, precision='fp32', total_steps=500, micro_batch_size=8,
+                 gradient_accumulation_steps=1, warmup_steps=25, lr=3e-3, eval_every=250, checkpoint_every=250, min_em=8.0)
 
 @pytest.mark.timeout(1200)
 def test_tiny_chat_ci_size(tmp_path):
