@@ -11,7 +11,8 @@ from .core import OCKError
 # %% auto #0
 __all__ = ['PRE_PROMPT', 'HUMAN', 'BOT', 'CLEAN_TOKENS', 'ZWSP', 'ROLES', 'CHAT_TEMPLATE', 'preamble_clock', 'make_preamble',
            'neutralise', 'special_texts', 'defuser', 'defuse_specials', 'ContextOverflow', 'Conversation',
-           'count_tokens', 'fit_turns', 'render_template', 'render_messages', 'add_chat_template', 'is_ock_template']
+           'count_tokens', 'fit_turns', 'template_messages', 'render_template', 'render_messages',
+           'messages_conversation', 'add_chat_template', 'is_ock_template']
 
 # %% ../nbs/01_conversation.ipynb #25ca982f
 PRE_PROMPT = "Current Date: {}\nCurrent Time: {}\n\n"
@@ -241,13 +242,17 @@ def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None
 # %% ../nbs/01_conversation.ipynb #ae5e4754
 ROLES = ('system', 'developer', 'user', 'assistant', 'context')   # 'developer' is OpenAI's newer name for 'system'
 
-def render_template(tokenizer, turns, system: str | None = None) -> str:
-    "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply."
-    c = Conversation(); c.turns = list(turns)
+def template_messages(tokenizer, turns, system: str | None = None) -> list[dict]:
+    "`Conversation` turns as the messages a chat template is given (context folded into the user's turn, specials defused)."
+    c = Conversation()
+    c.turns = list(turns)
     msgs = ([{'role': 'system', 'content': system}] if system else []) + c.to_messages()
     safe = defuser(tokenizer)
-    msgs = [{**m, 'content': safe(m['content'])} for m in msgs]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return [{**m, 'content': safe(m['content'])} for m in msgs]
+
+def render_template(tokenizer, turns, system: str | None = None) -> str:
+    "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply."
+    return tokenizer.apply_chat_template(template_messages(tokenizer, turns, system), tokenize=False, add_generation_prompt=True)
 
 def _content(m, i) -> str:
     if not isinstance(m, dict) or 'role' not in m:
@@ -264,6 +269,13 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
                     chat_template: bool | str = False, human_id: str = HUMAN, bot_id: str = BOT,
                     return_conversation: bool = False, seed=None):
     "Render OpenAI-style `messages` as an OpenChatKit prompt (or via the tokenizer's chat template), fitted to `max_tokens`; a `seed` fixes the clock to the day."
+    conv = messages_conversation(messages, human_id, bot_id, now, seed)
+    use_tpl = chat_template == True or bool(chat_template == 'auto' and getattr(tokenizer, 'chat_template', None))
+    text = conv.get_prompt(tokenizer, max_tokens, chat_template=use_tpl)
+    return (text, conv) if return_conversation else text
+
+def messages_conversation(messages: list[dict], human_id: str = HUMAN, bot_id: str = BOT, now=None, seed=None) -> Conversation:
+    "The `Conversation` of OpenAI-style `messages` (leading system/developer messages are its system text), as `render_messages` renders it."
     if not isinstance(messages, (list, tuple)) or not messages: raise OCKError("messages must be a non-empty list")
     system, body = [], []
     for i, m in enumerate(messages):
@@ -277,9 +289,7 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
         if role == 'user': conv.push_human_turn(text)
         elif role == 'assistant': conv.push_bot_turn(text)
         else: conv.push_context_turn(text)       # 'context', or a later 'system' message
-    use_tpl = chat_template == True or bool(chat_template == 'auto' and getattr(tokenizer, 'chat_template', None))
-    text = conv.get_prompt(tokenizer, max_tokens, chat_template=use_tpl)
-    return (text, conv) if return_conversation else text
+    return conv
 
 # %% ../nbs/01_conversation.ipynb #faaf3710
 CHAT_TEMPLATE = r"""{#- OpenChatKit's prompt, byte for byte as openchatkit.conversation.render_messages renders it.
