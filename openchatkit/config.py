@@ -28,6 +28,7 @@ class TrainConfig:
     eval_data: object = None          # held-out mixture for evaluation (None: no evaluation)
     seq_length: int = 2048            # packed sequence length
     loss_on: str = 'all'              # 'all' tokens or only the 'bot' replies
+    chat_format: str = 'auto'         # chat records: auto (the model's own template if it has one) | ock | template
     pack: str = 'split'               # 'split' documents across blocks, or keep each 'whole' (pad the rest of a block)
     data_factory: str = 'openchatkit.data:PackedStream'   # module:callable making the stream
     # batch and topology
@@ -80,7 +81,7 @@ class TrainConfig:
     def amp(self): return 'bf16' if self.precision == 'amp-bf16' else None
 
 # %% ../nbs/22_config.ipynb #03398c50
-_CHOICES = dict(loss_on=('all', 'bot'), pack=('split', 'whole'), optimizer=('adamw', 'adam', 'adam8bit', 'adamw8bit'),
+_CHOICES = dict(loss_on=('all', 'bot'), chat_format=('auto', 'ock', 'template'), pack=('split', 'whole'), optimizer=('adamw', 'adam', 'adam8bit', 'adamw8bit'),
                 lr_schedule=('linear', 'cosine', 'constant'), precision=('fp32', 'bf16', 'fp16', 'amp-bf16'),
                 resume=('auto', 'never', 'must'), log_backend=('print', 'loguru', 'wandb', 'none'),
                 backend=('auto', 'gloo', 'nccl'), zero_stage=(0, 1, 2))
@@ -227,4 +228,5 @@ def _import(spec: str):
 def make_stream(cfg: TrainConfig, spec, tokenizer, dp_rank: int, dp_size: int, seed_offset: int = 0):
     "The data stream of one data-parallel replica (`cfg.data_factory`, by default `openchatkit.data.PackedStream`)."
     return _import(cfg.data_factory)(spec, tokenizer, cfg.seq_length, seed=cfg.seed + seed_offset, loss_on=cfg.loss_on,
-                                     dp_rank=dp_rank, dp_size=dp_size, **({'pack': cfg.pack} if cfg.pack != 'split' else {}))
+                                     dp_rank=dp_rank, dp_size=dp_size, **({'pack': cfg.pack} if cfg.pack != 'split' else {}),
+                                     **({'chat_format': cfg.chat_format} if cfg.chat_format != 'auto' else {}))

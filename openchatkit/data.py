@@ -14,12 +14,15 @@ from loguru import logger
 from fastcore.script import Param
 from fastcore.basics import patch
 from .core import OCKError, ock_script, atomic_path
+from .formats import (FORMATS, BadRecord, ChatDoc, detect_format, record_messages, render_chat, check_chat_template,
+                                 span_labels, check_chat_format)
 
 # %% auto #0
 __all__ = ['DATA_EXTS', 'PRESETS', 'MAX_RECORD_BYTES', 'MAX_WEIGHT', 'MIN_SHARE', 'write_jsonl', 'is_url', 'open_data',
            'data_dir', 'hub_files', 'resolve_files', 'FileReport', 'ReadReport', 'text_problem', 'scan_jsonl',
-           'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer', 'PackedStream', 'batches', 'download_url',
-           'unpack_file', 'hub_download', 'prepare_data', 'data_stats', 'format_stats', 'ock_prepare_data']
+           'read_jsonl', 'Source', 'parse_mixture', 'load_tokenizer', 'file_format', 'record_check', 'PackedStream',
+           'batches', 'download_url', 'unpack_file', 'hub_download', 'prepare_data', 'data_stats', 'format_stats',
+           'ock_prepare_data']
 
 # %% ../nbs/10_data.ipynb #adb3b99f
 def write_jsonl(path, records) -> Path:
@@ -238,8 +241,8 @@ def text_problem(text) -> str | None:
         return f'lone surrogate U+{ord(text[e.start]):04X} at character {e.start}: no UTF-8 form, the tokenizer cannot take it'
     return None
 
-def _bad_reason(line: bytes, text_field: str):
-    "(text, None) for a good JSONL line, else (None, reason)."
+def _bad_reason(line: bytes, text_field: str | None, check=None):
+    "(record, None) for a good JSONL line, else (None, reason); `text_field=None`: no text field (a chat record), `check(rec)` gives what is yielded."
     if line.startswith(b'\xef\xbb\xbf'): line = line[3:]       # a UTF-8 BOM (Windows tools), also where files were joined
     if not line.strip(): return None, 'blank line'
     try: s = line.decode('utf-8').rstrip('\r\n')
@@ -247,21 +250,30 @@ def _bad_reason(line: bytes, text_field: str):
     try: rec = json.loads(s)
     except ValueError as e: return None, f'invalid JSON ({e.msg})'
     if not isinstance(rec, dict): return None, f'not a JSON object ({type(rec).__name__})'
-    if text_field not in rec: return None, f"missing {text_field!r}"
+    if text_field is None or check is not None:
+        if text_field is not None and (why := _bad_text(rec, text_field)): return None, why
+        try: return (check(rec) if check else rec), None
+        except BadRecord as e: return None, str(e)
+    return rec, _bad_text(rec, text_field)
+
+def _bad_text(rec: dict, text_field: str) -> str | None:
+    "Why `rec[text_field]` is not a trainable text, or None."
+    if text_field not in rec: return f"missing {text_field!r}"
     t = rec[text_field]
-    if not isinstance(t, str): return None, f"{text_field!r} is not a string ({type(t).__name__})"
-    if not t.strip(): return None, f"empty {text_field!r}"
-    if why := text_problem(t): return None, f"unencodable {text_field!r} ({why})"
-    return rec, None
+    if not isinstance(t, str): return f"{text_field!r} is not a string ({type(t).__name__})"
+    if not t.strip(): return f"empty {text_field!r}"
+    if why := text_problem(t): return f"unencodable {text_field!r} ({why})"
+    return None
 
 # %% ../nbs/10_data.ipynb #7eac1a33
 def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_field: str = 'text',
                report: ReadReport | None = None, keep=None, max_examples: int = 3, log: bool = True,
-               max_record_bytes: int | None = None):
+               max_record_bytes: int | None = None, check=None):
     """Stream one JSONL file (plain, .gz, .zst, or a URL) from byte `offset` (after `line` lines):
     yield `(line_no, end_offset, record)` for good records; skip, count and log bad ones (`strict`: raise).
     `keep(line_no)` selects lines before they are parsed (data-parallel sharding). A line over `max_record_bytes`
-    (default `MAX_RECORD_BYTES`, 4 MiB, or `$OCK_MAX_RECORD_BYTES`) is a bad record, read past in bounded memory."""
+    (default `MAX_RECORD_BYTES`, 4 MiB, or `$OCK_MAX_RECORD_BYTES`) is a bad record, read past in bounded memory.
+    `check(record)` gives what is yielded (a rendered chat, say) or raises `BadRecord`; `text_field=None`: records have no text field."""
     rep, limit = (report if report is not None else ReadReport()).file(src), _record_limit(max_record_bytes)
     def bad(n, reason):
         if strict: raise OCKError(f"{src}:{n}: {reason} (strict mode)")
@@ -284,7 +296,7 @@ def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_f
             line += 1; offset += size
             if keep is not None and not keep(line): continue
             if raw is None: bad(line, f"record too large ({size:,} bytes, the limit is {limit:,}: max_record_bytes or $OCK_MAX_RECORD_BYTES)"); continue
-            rec, why = _bad_reason(raw, text_field)
+            rec, why = _bad_reason(raw, text_field, check)
             if why: bad(line, why); continue
             rep.records += 1
             yield line, offset, rec
@@ -316,6 +328,7 @@ class Source:
     spec: str
     weight: float
     files: list
+    format: str | None = None      # the records' format (text, messages, sharegpt, alpaca); None: detected per file
 
 def _split_weight(item: str):
     "`path[:weight]` -> (path, weight string or None), leaving drive letters, URL ports and colons in paths alone."
@@ -339,7 +352,7 @@ def _weight(w, item) -> float:
 
 def parse_mixture(spec, data_root=None) -> list:
     """A list of `Source` from OpenChatKit's `"a.jsonl:0.2,b.jsonl:0.5"` syntax (weight optional, default 1,
-    normalised), a YAML list (text or a .yaml file) of `path:weight` strings or `{path, weight}` maps, or a Python list."""
+    normalised), a YAML list (text or a .yaml file) of `path:weight` strings or `{path, weight, format}` maps, or a Python list."""
     items = spec
     if isinstance(spec, (str, Path)):
         s = str(spec).strip()
@@ -361,14 +374,17 @@ def parse_mixture(spec, data_root=None) -> list:
             path = it.get('path', it.get('name', it.get('source')))
             if not path: raise OCKError(f"mixture item {i} ({it}) has no 'path'")
             path, w = str(path), _weight(it.get('weight', 1), f"{path}")
+            fmt = it.get('format')
+            if fmt not in (None, 'auto', *FORMATS):
+                raise OCKError(f"mixture item {path!r}: format must be one of auto, {', '.join(FORMATS)}, got {fmt!r}")
         elif isinstance(it, (str, Path)):
-            s = str(it).strip()
+            s, fmt = str(it).strip(), None
             if not s: raise OCKError(f"mixture item {i} is empty (check for a doubled or trailing comma)")
             path, w = _split_weight(s)
             w = 1.0 if w is None else _weight(w, s)
             if not path: raise OCKError(f"mixture item {s!r} has no path")
         else: raise OCKError(f"mixture item {i} ({it!r}) is neither a string nor a {{path, weight}} map")
-        out.append(Source(path, w, resolve_files(path, data_root)))
+        out.append(Source(path, w, resolve_files(path, data_root), None if fmt == 'auto' else fmt))
     total = sum(s.weight for s in out)
     for s in out:
         s.weight /= total
@@ -397,19 +413,24 @@ class _Encoder:
             from tokenizers import Tokenizer
             self.fast = Tokenizer.from_str(self.fast.to_str()); self.fast.no_truncation(); self.fast.no_padding()
     def __call__(self, texts):
-        offs = None
+        docs, offs = texts, None
+        texts = [d.text if isinstance(d, ChatDoc) else d for d in docs]
+        need = self.loss_on == 'bot' or any(isinstance(d, ChatDoc) for d in docs)   # token offsets, to label from spans
         if self.fast is not None:
-            if self.loss_on == 'bot':
+            if need:
                 encs = self.fast.encode_batch(texts); offs = [e.offsets for e in encs]
             else: encs = self.fast.encode_batch_fast(texts)
             ids = [e.ids for e in encs]
         else:
-            r = self.tok(texts, return_offsets_mapping=self.loss_on == 'bot')
+            r = self.tok(texts, return_offsets_mapping=need)
             ids, offs = r['input_ids'], r.get('offset_mapping')
         out = []
         for k, t in enumerate(texts):
             x = np.empty(len(ids[k]) + 1, dtype=np.int64); x[:-1] = ids[k]; x[-1] = self.eos
-            if self.loss_on == 'bot': y = self._mask(t, x, offs[k])
+            if isinstance(docs[k], ChatDoc):          # a chat: its assistant turns, and the end-of-text if it ends a reply
+                y = np.empty_like(x); y[:-1] = span_labels(ids[k], [o[0] for o in offs[k]], docs[k].spans)
+                y[-1] = x[-1] if docs[k].eot else -100
+            elif self.loss_on == 'bot': y = self._mask(t, x, offs[k])
             else: y = x
             out.append((x, y))
         return out
@@ -430,6 +451,32 @@ class _Encoder:
             i = h
         return y
 
+# %% ../nbs/10_data.ipynb #7d20bfcb
+def file_format(src, max_lines: int = 100) -> str:
+    "The record format of a JSONL file or URL, from its first JSON object: messages, sharegpt, alpaca or text."
+    with open_data(src) as f:
+        for _ in range(max_lines):
+            line = f.readline(MAX_RECORD_BYTES)
+            if not line: break
+            try: fmt = detect_format(json.loads(line.decode('utf-8-sig')))
+            except (ValueError, UnicodeDecodeError): continue
+            if fmt: return fmt
+    return 'text'
+
+def record_check(fmt: str, tokenizer=None, chat_format: str = 'auto', loss_on: str = 'all', text_field: str = 'text', bot: str = '<bot>:'):
+    "`(text_field, check)` for `scan_jsonl` to read records of `fmt`: chats rendered for training (`render_chat`), records that train nothing bad."
+    if fmt == 'text':
+        if loss_on != 'bot': return text_field, None
+        def trains(rec):
+            if bot not in rec[text_field]: raise BadRecord(f"mask trains nothing (no {bot!r} reply in {text_field!r})")
+            return rec
+        return text_field, trains
+    kind = check_chat_template(tokenizer, chat_format)          # a template that cannot mark the replies: an error now
+    def render(rec):
+        try: return render_chat(record_messages(rec, fmt), tokenizer, kind, fmt=fmt)
+        except OCKError as e: raise BadRecord(f"the chat template cannot mark its assistant turns ({e})") from None
+    return None, render
+
 # %% ../nbs/10_data.ipynb #1f188071
 class _Files:
     "Sequential reading of a source's files for one epoch, by chunks of documents, resumable from a position."
@@ -446,11 +493,12 @@ class _Files:
         while len(texts) < size and fi < len(order):
             if self.it is None or self.at != (epoch, fi, off, ln):
                 self.close()
-                self.it = scan_jsonl(self.src.files[order[fi]], off, ln, strict=ps.strict, text_field=ps.text_field,
+                tf, check = ps.record_check(self.k, self.src.files[order[fi]])
+                self.it = scan_jsonl(self.src.files[order[fi]], off, ln, strict=ps.strict, text_field=tf, check=check,
                                      report=ps.report if epoch == 0 else ReadReport(), keep=ps._keep, log=epoch == 0,
                                      max_record_bytes=ps.max_record_bytes)
             for ln, off, rec in self.it:
-                texts.append(rec[ps.text_field])
+                texts.append(rec if isinstance(rec, ChatDoc) else rec[ps.text_field])
                 if len(texts) >= size: break
             else:
                 r = ps.report.file(self.src.files[order[fi]])
@@ -466,11 +514,13 @@ class _Files:
 class PackedStream(torch.utils.data.IterableDataset):
     """Stream a weighted mixture of JSONL sources as fixed `seq_length` blocks of token ids (documents joined by
     the end-of-text token), `{'input_ids', 'labels'}` with labels -100 where not trained; resumable through
-    `state_dict()`/`load_state_dict()`, sharded over data-parallel ranks, memory flat in the input size."""
+    `state_dict()`/`load_state_dict()`, sharded over data-parallel ranks, memory flat in the input size. Chat records are rendered in `chat_format`
+    (`openchatkit.formats`: auto, ock, template) and trained on their assistant turns."""
     def __init__(self, spec, tokenizer, seq_length: int, seed: int = 0, loss_on: str = 'all', dp_rank: int = 0,
                  dp_size: int = 1, shuffle: bool = True, shuffle_buffer: int = 10_000, cycle: bool = True,
                  drop_last: bool = True, strict: bool = False, text_field: str = 'text', tokenize_batch: int = 256,
-                 eos_token_id: int | None = None, data_root=None, pack: str = 'split', max_record_bytes: int | None = None):
+                 eos_token_id: int | None = None, data_root=None, pack: str = 'split', max_record_bytes: int | None = None,
+                 chat_format: str = 'auto'):
         if loss_on not in ('all', 'bot'): raise OCKError(f"loss_on must be 'all' or 'bot', not {loss_on!r}")
         if pack not in ('split', 'whole'): raise OCKError(f"pack must be 'split' or 'whole', not {pack!r}")
         self.pack = pack
@@ -486,6 +536,8 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.report, self.max_record_bytes = ReadReport(), _record_limit(max_record_bytes)
         self._keep = None if self.dp_size == 1 else (lambda n, r=self.dp_rank, s=self.dp_size: (n - 1) % s == r)
         self._state = self._fresh_state()
+        self.chat_format, self._checks = chat_format, {}
+        if chat_format == 'template': check_chat_template(self.tokenizer, chat_format)   # before the first block
 
     def _fresh_state(self):
         return {'version': 1, 'blocks': 0, 'seq_length': self.seq_length, 'seed': self.seed, 'dp_size': self.dp_size,
@@ -511,6 +563,15 @@ def load_state_dict(self: PackedStream, state: dict):
     if [s['spec'] for s in st['sources']] != [s.spec for s in self.sources]:
         raise OCKError(f"data state was saved for sources {[s['spec'] for s in st['sources']]}, not {[s.spec for s in self.sources]}")
     self._state = st
+
+# %% ../nbs/10_data.ipynb #3bcbd7e1
+@patch
+def record_check(self: PackedStream, k: int, path) -> tuple:
+    "How the records of file `path` (of source `k`) are read (`record_check`): its format named or detected once."
+    if path not in self._checks:
+        fmt = self.sources[k].format or file_format(path)
+        self._checks[path] = record_check(fmt, self.tokenizer, self.chat_format, self.loss_on, self.text_field)
+    return self._checks[path]
 
 # %% ../nbs/10_data.ipynb #dc42e4ac
 @patch
@@ -721,48 +782,56 @@ def prepare_data(source: str, dest=None, include=None, unpack: bool = False, rev
 
 # %% ../nbs/10_data.ipynb #0aa195f9
 def data_stats(spec, tokenizer=None, samples: int = 3, strict: bool = False, text_field: str = 'text',
-               progress: bool = True, max_record_bytes: int | None = None) -> dict:
-    "Files, records, bad records (by reason), characters, tokens (with a tokenizer) and a few samples of a data set or mixture."
+               progress: bool = True, max_record_bytes: int | None = None, chat_format: str = 'auto', loss_on: str = 'all') -> dict:
+    """Files, records (per format), bad records (by reason), characters, tokens and trained tokens (with a tokenizer)
+    and a few samples of a data set or mixture, read as training reads it (`chat_format`, `loss_on`)."""
     from tqdm.auto import tqdm
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
-    enc = _Encoder(tok) if tok is not None else None
+    enc = _Encoder(tok, loss_on) if tok is not None else None
     rows, shown = [], []
     for src in parse_mixture(spec):
         for f in src.files:
-            n_chars, n_tok, batch, report = 0, 0, [], ReadReport()
+            n_chars, n_tok, n_trained, batch, report = 0, 0, 0, [], ReadReport()
+            fmt = src.format or file_format(f)
+            tf, check = record_check(fmt, tok, chat_format, loss_on, text_field)
             def flush():
-                nonlocal n_tok, batch
-                if enc and batch: n_tok += sum(len(x) for x, _ in enc(batch))
+                nonlocal n_tok, n_trained, batch
+                for x, y in (enc(batch) if enc and batch else []): n_tok += len(x); n_trained += int((y != -100).sum())
                 batch = []
-            for line, _, rec in tqdm(scan_jsonl(f, strict=strict, text_field=text_field, report=report, log=False,
+            for line, _, rec in tqdm(scan_jsonl(f, strict=strict, text_field=tf, report=report, log=False, check=check,
                                                  max_record_bytes=max_record_bytes), desc=Path(f).name,
                                      unit=' rec', disable=not progress, leave=False):
-                t = rec[text_field]; n_chars += len(t)
+                t = rec if isinstance(rec, ChatDoc) else rec[text_field]
+                n_chars += len(getattr(t, 'text', t))
                 if len(shown) < samples:
-                    shown.append((f'{f}:{line}', tok.decode(enc([t])[0][0]) if enc else t))
+                    shown.append((f'{f}:{line}', tok.decode(enc([t])[0][0]) if enc else getattr(t, 'text', t)))
                 if enc:
                     batch.append(t)
                     if len(batch) >= 1000: flush()
             flush()
             r = report.file(f)
-            rows.append(dict(file=f, weight=src.weight, records=r.records, bad=r.n_bad, reasons=dict(r.bad),
+            rows.append(dict(file=f, weight=src.weight, format=fmt, records=r.records, trained=n_trained if enc else None, bad=r.n_bad, reasons=dict(r.bad),
                              examples=list(r.examples), chars=n_chars, tokens=n_tok if enc else None,
                              bytes=None if is_url(f) else Path(f).stat().st_size))
     tot = dict(files=len(rows), records=sum(r['records'] for r in rows), bad=sum(r['bad'] for r in rows),
-               chars=sum(r['chars'] for r in rows), tokens=sum(r['tokens'] for r in rows) if enc else None)
+               chars=sum(r['chars'] for r in rows), tokens=sum(r['tokens'] for r in rows) if enc else None,
+               trained=sum(r['trained'] for r in rows) if enc else None, formats=dict(Counter()))
+    for r in rows: tot['formats'][r['format']] = tot['formats'].get(r['format'], 0) + r['records']
     return dict(files=rows, total=tot, samples=shown)
 
 def format_stats(st: dict, width: int = 240) -> str:
     "`data_stats` as text for a terminal."
     t, rows = st['total'], st['files']
     head = f"{t['files']} file(s), {t['records']:,} records, {t['bad']:,} bad records skipped, {t['chars']:,} characters"
-    if t['tokens'] is not None: head += f", {t['tokens']:,} tokens (with end-of-text)"
+    if t['tokens'] is not None:
+        head += f", {t['tokens']:,} tokens (with end-of-text), {t['trained']:,} trained ({t['trained'] / max(1, t['tokens']):.1%})"
+    head += '\nrecords per format: ' + ', '.join(f"{k} {n:,}" for k, n in t['formats'].items())
     w = max([len('file')] + [len(r['file']) for r in rows])
-    lines = [head, '', f"{'file':<{w}}  {'weight':>6}  {'records':>10}  {'bad':>6}  {'tokens':>12}"]
+    lines = [head, '', f"{'file':<{w}}  {'weight':>6}  {'format':>8}  {'records':>10}  {'bad':>6}  {'tokens':>12}"]
     for r in rows:
         why = ', '.join(f"{n} {k}" for k, n in r['reasons'].items())
         tk = f"{r['tokens']:,}" if r['tokens'] is not None else '-'
-        lines.append(f"{r['file']:<{w}}  {r['weight']:>6.3f}  {r['records']:>10,}  {r['bad']:>6,}  {tk:>12}" + (f"  ({why})" if why else ''))
+        lines.append(f"{r['file']:<{w}}  {r['weight']:>6.3f}  {r['format']:>8}  {r['records']:>10,}  {r['bad']:>6,}  {tk:>12}" + (f"  ({why})" if why else ''))
         lines += [f"    {e}" for e in r['examples']]
     if st['samples']:
         lines += ['', 'samples:']
@@ -784,10 +853,20 @@ def ock_prepare_data(source: Param("preset (oig, oig-moderation, oig-chip2, wiki
                      tokenizer: str = None, # with --stats: count tokens with this tokenizer (dir or hub id)
                      samples: int = 3,      # with --stats: how many records to show
                      strict: bool = False,  # with --stats: stop at the first bad record
+                     chat_format: str = 'auto',  # with --stats: render chat records as training does: auto, ock, template
+                     loss_on: str = 'all',  # with --stats: count trained tokens as training does: all or bot
+                     check_template: str = None,  # check that training and ock-chat/ock-serve/chat_template prompt MODEL_DIR alike
                     ):
     "Fetch training data where the training configs expect it, or (--stats) look inside a data set."
+    if check_template:
+        r = check_chat_format(load_tokenizer(check_template), chat_format=chat_format)
+        print(f"{check_template}: chat format {r['chat_format']}, {r['conversations']} conversations, {r['turns']} assistant turns: "
+              + ('training, ock-chat, ock-serve and chat_template give the same tokens' if r['ok'] else f"{len(r['problems'])} problem(s)"))
+        if not r['ok']: raise OCKError('\n'.join(r['problems']))
+        return
     if stats:
-        print(format_stats(data_stats(stats, tokenizer, samples, strict=strict, progress=sys.stderr.isatty())))
+        print(format_stats(data_stats(stats, tokenizer, samples, strict=strict, progress=sys.stderr.isatty(),
+                                      chat_format=chat_format, loss_on=loss_on)))
         return
     if not source: raise OCKError("give a SOURCE to fetch (a preset, a dataset id, a URL or a path) or --stats PATH")
     out = prepare_data(source, dest, [p.strip() for p in include.split(',') if p.strip()] if include else None,
