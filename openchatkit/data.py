@@ -493,7 +493,7 @@ class _Files:
         while len(texts) < size and fi < len(order):
             if self.it is None or self.at != (epoch, fi, off, ln):
                 self.close()
-                tf, check = ps.record_check(self.k, self.src.files[order[fi]])
+                tf, check = ps.reader_for(self.k, self.src.files[order[fi]])
                 self.it = scan_jsonl(self.src.files[order[fi]], off, ln, strict=ps.strict, text_field=tf, check=check,
                                      report=ps.report if epoch == 0 else ReadReport(), keep=ps._keep, log=epoch == 0,
                                      max_record_bytes=ps.max_record_bytes)
@@ -566,7 +566,7 @@ def load_state_dict(self: PackedStream, state: dict):
 
 # %% ../nbs/10_data.ipynb #3bcbd7e1
 @patch
-def record_check(self: PackedStream, k: int, path) -> tuple:
+def reader_for(self: PackedStream, k: int, path) -> tuple:
     "How the records of file `path` (of source `k`) are read (`record_check`): its format named or detected once."
     if path not in self._checks:
         fmt = self.sources[k].format or file_format(path)

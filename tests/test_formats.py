@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from openchatkit.core import OCKError
 from openchatkit.data import PackedStream, write_jsonl, data_stats
-from openchatkit.formats import check_chat_format, save_tiny_template_model, CHECK_CHATS, ChatTemplateError, CHATML_TEMPLATE
+from openchatkit.formats import check_chat_format, save_tiny_template_model, ChatTemplateError, CHATML_TEMPLATE
 from openchatkit.tiny import save_tiny_model
 
 SCRIPT = shutil.which('ock-prepare-data') or str(Path(sys.executable).parent/'ock-prepare-data')
