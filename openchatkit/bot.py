@@ -8,7 +8,7 @@ import sys
 from fastcore.basics import patch
 from fastcore.script import Param
 from .core import OCKError, ock_script
-from .conversation import Conversation, ContextOverflow
+from .conversation import Conversation, ContextOverflow, uses_template
 from .inference import ChatModel, check_gen, default_model
 from .chat import chat_turn, load_retrieval, load_moderation
 
@@ -32,11 +32,10 @@ class ChatShell:
     "OpenChatKit's chat shell: plain lines are said to the model, `/commands` do the rest."
     prompt = '>>> '
     def __init__(self, model: ChatModel, gen: dict | None = None, stream: bool = True, retriever=None, gate=None,
-                 stdin=None, out=None, now=None, k: int = 1, chat_template: bool = False, system: str | None = None):
+                 stdin=None, out=None, now=None, k: int = 1, chat_template: bool | str = 'auto', system: str | None = None):
         self.model, self.retriever, self.gate, self.k, self.now, self.system = model, retriever, gate, k, now, system
-        self.chat_template = chat_template
-        if chat_template and not getattr(model.tokenizer, 'chat_template', None):
-            raise OCKError(f"--chat-template: the tokenizer of {model.name} has no chat template")
+        try: self.chat_template = uses_template(model.tokenizer, chat_template)    # resolved once: /raw_prompt shows what is sent
+        except OCKError as e: raise OCKError(f"--chat-template: {e} ({model.name})") from None
         self.gen = {k_: v for k_, v in check_gen(gen or {}).items()}
         self.stream = stream
         self.stdin, self.out = stdin, out or sys.stdout
@@ -226,7 +225,7 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              offload_folder:str='offload', # where weights that fit nowhere else go
              load_in_8bit:bool=False, # load the weights in 8 bits (bitsandbytes)
              load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
-             chat_template:bool=False, # prompt with the tokenizer's chat template instead of <human>:/<bot>: turns
+             chat_template:Param("the tokenizer's chat template: auto (when it has one, as training used it), on, off (<human>:/<bot>: turns); bare: on", str, nargs='?', const='on')='auto',
              system:str=None, # a system text placed after the date preamble of every conversation
              trust_remote_code:bool=False, # allow a hub model's own Python code (only for models you trust)
              ):

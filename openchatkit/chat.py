@@ -117,7 +117,7 @@ class TurnResult:
 class _Refused(Exception): "The output gate refused the reply while it streamed: stop generating."
 
 def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None = None, retriever=None, gate=None,
-              k: int = 1, on_piece=None, on_note=None, chat_template: bool = False) -> TurnResult:
+              k: int = 1, on_piece=None, on_note=None, chat_template: bool | str = 'auto') -> TurnResult:
     "One turn: check `text`, add retrieved context, generate (streamed to `on_piece`, released after the gate), record the reply."
     note = on_note or (lambda s: None)
     warn = lambda label, msg: note(f"[moderation: {label or 'caution'}] {msg}".rstrip())

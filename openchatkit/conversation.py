@@ -11,7 +11,7 @@ from .core import OCKError
 # %% auto #0
 __all__ = ['PRE_PROMPT', 'HUMAN', 'BOT', 'CLEAN_TOKENS', 'ZWSP', 'ROLES', 'CHAT_TEMPLATE', 'preamble_clock', 'make_preamble',
            'neutralise', 'special_texts', 'defuser', 'defuse_specials', 'ContextOverflow', 'Conversation',
-           'count_tokens', 'fit_turns', 'template_messages', 'render_template', 'render_messages',
+           'count_tokens', 'fit_turns', 'uses_template', 'template_messages', 'render_template', 'render_messages',
            'messages_conversation', 'add_chat_template', 'is_ock_template']
 
 # %% ../nbs/01_conversation.ipynb #25ca982f
@@ -224,16 +224,24 @@ def exchanges(self: Conversation) -> list[list[tuple[str, str]]]:
     if cur: groups.append(cur)
     return groups
 
+def uses_template(tokenizer, chat_template: bool | str = 'auto') -> bool:
+    "Whether prompts for `tokenizer` go through its chat template: `'auto'` when it has one, True/`'on'`, False/`'off'`."
+    has = bool(getattr(tokenizer, 'chat_template', None))
+    if chat_template not in (True, False, None, 'auto', 'on', 'off'):
+        raise OCKError(f"chat_template must be auto, on or off, got {chat_template!r}")
+    if chat_template in (True, 'on') and not has: raise OCKError("this tokenizer has no chat template")
+    return chat_template in (True, 'on') or (chat_template == 'auto' and has)
+
 @patch
-def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None, chat_template: bool = False) -> str:
+def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None, chat_template: bool | str = False) -> str:
     "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
     safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
     preamble = safe(self.preamble)
     render = lambda turns: self._render(turns, preamble)
+    chat_template = uses_template(tokenizer, chat_template)
     if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
         chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
     if chat_template:
-        if not getattr(tokenizer, 'chat_template', None): raise OCKError("this tokenizer has no chat template")
         render = lambda turns: render_template(tokenizer, turns, self.system and safe(self.system))
     exchanges = [[(role, safe(text)) for role, text in ex] for ex in self.exchanges()]
     return fit_turns(render, exchanges, tokenizer, max_tokens, self)
@@ -270,8 +278,7 @@ def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None
                     return_conversation: bool = False, seed=None):
     "Render OpenAI-style `messages` as an OpenChatKit prompt (or via the tokenizer's chat template), fitted to `max_tokens`; a `seed` fixes the clock to the day."
     conv = messages_conversation(messages, human_id, bot_id, now, seed)
-    use_tpl = chat_template == True or bool(chat_template == 'auto' and getattr(tokenizer, 'chat_template', None))
-    text = conv.get_prompt(tokenizer, max_tokens, chat_template=use_tpl)
+    text = conv.get_prompt(tokenizer, max_tokens, chat_template=chat_template)
     return (text, conv) if return_conversation else text
 
 def messages_conversation(messages: list[dict], human_id: str = HUMAN, bot_id: str = BOT, now=None, seed=None) -> Conversation:

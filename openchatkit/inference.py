@@ -371,8 +371,9 @@ def generate(self: ChatModel, prompt, chat: bool | None = None, **gen) -> str:
 
 # %% ../nbs/30_inference.ipynb #978bfdd0
 @patch
-def chat(self: ChatModel, conv: Conversation, callback=None, chat_template: bool = False, **gen) -> str:
-    "One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply."
+def chat(self: ChatModel, conv: Conversation, callback=None, chat_template: bool | str = 'auto', **gen) -> str:
+    """One turn of `conv` (its last human turn is already pushed): fit it to the context, generate, record the reply.
+    `chat_template`: prompt through the tokenizer's chat template (`uses_template`: auto when it has one, as it was trained)."""
     g = check_gen(gen)
     prompt = conv.get_prompt(self.tokenizer, self.history_budget(g['max_new_tokens']), chat_template=chat_template)
     for piece in self.stream(prompt, chat=True, **gen):

@@ -8,7 +8,7 @@ import html, os, threading
 import ipywidgets as w
 from fastcore.basics import patch
 from .core import OCKError
-from .conversation import Conversation, ContextOverflow
+from .conversation import Conversation, ContextOverflow, uses_template
 from .inference import ChatModel, check_gen
 from .chat import chat_turn, decision_of, load_retrieval, load_moderation   # the chat layer (60_chat)
 
@@ -34,16 +34,16 @@ def _env_num(name, cast):
 class ChatWidget:
     "A chat with a model in JupyterLab: streaming transcript, Enter or Send, Stop, Reset, context/moderation and settings."
     def __init__(self, model: ChatModel | str | None = None, retrieval=None, moderation=None, gen: dict | None = None,
-                 device: str = 'auto', dtype: str = 'auto', adapter: str | None = None, k: int = 1, chat_template: bool = False,
+                 device: str = 'auto', dtype: str = 'auto', adapter: str | None = None, k: int = 1, chat_template: bool | str = 'auto',
                  system: str | None = None, now=None, delay: float | None = None, hold: int | None = None, **load_kw):
         self.model = model if isinstance(model, ChatModel) else ChatModel.load(model, device=device, dtype=dtype, adapter=adapter, **load_kw)
         self.retriever = _plug(retrieval, load_retrieval, 'search')
         self.gate = _plug(moderation, load_moderation, 'check_input')
-        self.k, self.chat_template, self.system, self.now = k, chat_template, system, now
+        self.k, self.system, self.now = k, system, now
         self.delay = delay if delay is not None else _env_num('OCK_WIDGET_DELAY', float) or 0.0
         self.hold = hold if hold is not None else _env_num('OCK_WIDGET_HOLD', int)
-        if chat_template and not getattr(self.model.tokenizer, 'chat_template', None):
-            raise OCKError(f"chat_template=True: the tokenizer of {self.model.name} has no chat template")
+        try: self.chat_template = uses_template(self.model.tokenizer, chat_template)
+        except OCKError as e: raise OCKError(f"chat_template={chat_template!r}: {e} ({self.model.name})") from None
         g = check_gen(gen or {})
         L = lambda **kw: w.Layout(**kw)
         self.messages_box = w.VBox(layout=L(flex='0 0 auto'))

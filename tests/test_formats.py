@@ -136,10 +136,14 @@ def test_one_conversation_one_token_sequence(models, kind):
     conv.push_human_turn('What is 2 plus 2?')
     conv.push_bot_turn('It is 4.')
     conv.push_human_turn('And 3 plus 3?')
-    cm.chat(conv, chat_template=kind == 'chatml', max_new_tokens=1)      # ock-chat --chat-template for a template model
+    cm.chat(conv, max_new_tokens=1)      # as ock-chat and the widget call it: by default a template model is prompted with its template
     start = len(t.encode(doc.text[:doc.spans[1][0]]))
     assert seen[-1] == ids[:start], (t.decode(seen[-1]), t.decode(ids[:start]))
     assert served_prompt_ids(models[kind], CHAT[:4]) == ids[:start]
+    from openchatkit.bot import ChatShell
+    from openchatkit.widget import ChatWidget
+    assert ChatShell(cm).chat_template is ChatWidget(cm).chat_template is True     # the front ends' default, auto: the template it has
+    assert ChatShell(cm, chat_template='off').chat_template is False
 
 @pytest.mark.parametrize('kind', ['ock', 'chatml'])
 def test_check_template_command(models, tmp_path, kind):
