@@ -20,9 +20,11 @@ def _load_into(module: nn.Module, config, idx: int, weights: HFWeights):
     head_name = weights.head_name(config)
     for local, prefix in hf_prefixes(config, idx, head_name):
         sub = module.get_submodule(local[:-1])
-        want = set(sub.state_dict().keys())
-        sd = {k: v for k, v in weights.get(prefix).items() if k in want}   # drops old buffers (attention.bias …)
-        missing = sorted(want - set(sd))
+        want = {k: t.dtype for k, t in sub.state_dict().items()}
+        # old buffers (attention.bias …) dropped; weights in the dtype the layer was built in (fp32), not the one they were saved in:
+        # a run's precision decides what it trains in (DeepSpeed casts for bf16/fp16), an fp16 checkpoint trains in fp32
+        sd = {k: v.to(want[k]) for k, v in weights.get(prefix).items() if k in want}
+        missing = sorted(set(want) - set(sd))
         if missing: raise OCKError(f"{weights.dir}: tensors missing for pipeline layer {idx}: {prefix}{missing[0]} (and {len(missing)-1} more)")
         sub.load_state_dict(sd, strict=True, assign=True)
         LOAD_LOG.append((idx, prefix, len(sd)))

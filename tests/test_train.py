@@ -168,3 +168,23 @@ def test_features_tied_llama_amp_checkpointing_8bit_and_zero2(env):
     rz = read_metrics(z)
     assert len(rz) == 3 and all(torch.isfinite(torch.tensor(r['loss'])) for r in rz)
     assert verify_conversion(z/'checkpoints', convert_checkpoint(z/'checkpoints', d/'Z_hf')) == 0.0
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_fp16_checkpoint_trains_in_the_precision_asked(env, precision):
+    """A model saved in fp16 (the shipped tiny-chat, most hub checkpoints) trained with `precision: fp32` died inside DeepSpeed
+    with `attempting to reduce an unsupported grad type: torch.float16`: its weights trained in the dtype they were saved in."""
+    import glob
+    from transformers import AutoModelForCausalLM
+    d, base = env
+    half = d/'neox-fp16'
+    if not half.exists():
+        shutil.copytree(base['model'], half)
+        AutoModelForCausalLM.from_pretrained(base['model'], dtype=torch.float16).save_pretrained(half)
+    assert json.loads((half/'config.json').read_text())['dtype'] == 'float16'
+    out = d/f'half-{precision}'
+    run({**base, 'model': str(half), 'pipeline_parallel': 2, 'precision': precision, 'total_steps': 2, 'checkpoint_every': 2,
+         'output_dir': str(out)}, 2)
+    for f in glob.glob(str(out/'checkpoints'/'global_step2'/'layer_*-model_states.pt')):
+        want = torch.float32 if precision == 'fp32' else torch.bfloat16      # bf16: DeepSpeed's bf16 weights (fp32 masters)
+        assert {v.dtype for v in torch.load(f, map_location='cpu').values()} == {want}, f
+    assert all(r['loss'] == r['loss'] for r in read_metrics(out))                # finite losses (not NaN)
