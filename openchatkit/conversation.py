@@ -234,7 +234,8 @@ def uses_template(tokenizer, chat_template: bool | str = 'auto') -> bool:
 
 @patch
 def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None, chat_template: bool | str = False) -> str:
-    "The prompt (in our format, or through `tokenizer`'s chat template), dropping the oldest exchanges until it is at most `max_tokens` tokens."
+    """The prompt (in our format, or through `tokenizer`'s chat template: `uses_template`; a model is prompted with 'auto'), dropping
+    the oldest exchanges until it is at most `max_tokens` tokens."""
     safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
     preamble = safe(self.preamble)
     render = lambda turns: self._render(turns, preamble)

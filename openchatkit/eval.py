@@ -106,7 +106,7 @@ def ask_batch(self: LocalTarget, chats: list, items: list[dict]) -> list[str]:
         marks.append(len(ch.conv.turns))
         for c in it['context']: ch.conv.push_context_turn(c)
         ch.conv.push_human_turn(it['question'])
-        try: prompts.append(cm.encode(ch.conv.get_prompt(cm.tokenizer, budget)))
+        try: prompts.append(cm.encode(ch.conv.get_prompt(cm.tokenizer, budget, chat_template='auto')))
         except ContextOverflow: prompts.append(None); del ch.conv.turns[marks[-1]:]
     replies = [''] * len(chats)
     order = sorted((i for i, p in enumerate(prompts) if p is not None), key=lambda i: len(prompts[i]))

@@ -13,7 +13,7 @@ from .conversation import (HUMAN, ZWSP, Conversation, messages_conversation, tem
 # %% auto #0
 __all__ = ['FORMATS', 'MESSAGE_ROLES', 'SHAREGPT_ROLES', 'CHAT_FORMATS', 'CHATML_TEMPLATE', 'PROBE_CHAT', 'CHECK_CHATS',
            'BadRecord', 'detect_format', 'record_messages', 'resolve_chat_format', 'ChatTemplateError', 'ChatDoc',
-           'record_clock', 'render_chat', 'span_labels', 'encode_chat', 'save_tiny_template_model',
+           'record_clock', 'render_chat', 'span_labels', 'encode_chat', 'save_tiny_template_model', 'turn_end',
            'check_chat_template', 'chat_prompts', 'check_chat_format']
 
 # %% ../nbs/03_formats.ipynb #8ce90885
@@ -101,7 +101,7 @@ def _renderer(messages, tokenizer, fmt, now):
     if fmt == 'ock':
         def render(k, gen):
             conv.turns = turns[:k]
-            return conv.get_prompt(tokenizer)
+            return conv.get_prompt(tokenizer, chat_template=False)
     else:
         system = conv.system and defuser(tokenizer)(conv.system)
         def render(k, gen):
@@ -153,9 +153,19 @@ def save_tiny_template_model(path, template: str = CHATML_TEMPLATE, **kwargs):
     tok.save_pretrained(path)
     with quiet_loading():
         m = AutoModelForCausalLM.from_pretrained(path)
-        m.resize_token_embeddings(len(tok))              # room for the two new tokens
+        m.resize_token_embeddings(len(tok), mean_resizing=False)              # room for the two new tokens
         m.save_pretrained(path)
     return path
+
+# %% ../nbs/03_formats.ipynb #f0805163
+def turn_end(tokenizer) -> str | None:
+    "The special token `tokenizer`'s chat template closes an assistant reply with (ChatML: `<|im_end|>`); None for ours or none."
+    if not getattr(tokenizer, 'chat_template', None) or is_ock_template(tokenizer): return None
+    probe = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'REPLY'}]
+    try: text = tokenizer.apply_chat_template(probe, tokenize=False)
+    except Exception: return None                       # (a template that cannot render it: nothing to stop on)
+    after = text[text.rfind('REPLY') + len('REPLY'):]
+    return next((t for t in sorted(tokenizer.all_special_tokens, key=len, reverse=True) if after.startswith(t)), None)
 
 # %% ../nbs/03_formats.ipynb #52dde9ef
 PROBE_CHAT = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello.'},

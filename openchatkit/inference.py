@@ -11,6 +11,7 @@ import torch
 from fastcore.basics import patch
 from .core import OCKError, asset_path, get_device, get_dtype, quiet_loading, INCIDENTAL_LOGGERS
 from .conversation import Conversation, ContextOverflow, CLEAN_TOKENS, render_messages
+from .formats import turn_end
 from .models import resolve_model
 
 # %% auto #0
@@ -180,6 +181,7 @@ class ChatModel:
             e = getattr(src, 'eos_token_id', None)
             eos |= set(e if isinstance(e, (list, tuple)) else [e])
         if tokenizer.eos_token_id is not None: eos.add(tokenizer.eos_token_id)
+        if (end := turn_end(tokenizer)) is not None: eos.add(tokenizer.convert_tokens_to_ids(end))   # a template's end of reply
         self.eos_ids = {int(i) for i in eos if i is not None}
         specials = set(getattr(tokenizer, 'all_special_tokens', []) or [])
         self.clean_tokens = tuple(sorted(set(CLEAN_TOKENS) | specials, key=len, reverse=True))

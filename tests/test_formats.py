@@ -144,6 +144,8 @@ def test_one_conversation_one_token_sequence(models, kind):
     from openchatkit.widget import ChatWidget
     assert ChatShell(cm).chat_template is ChatWidget(cm).chat_template is True     # the front ends' default, auto: the template it has
     assert ChatShell(cm, chat_template='off').chat_template is False
+    if kind == 'chatml':     # the reply ends where the template ends a turn: ChatModel (shell, widget, server, eval) stops there
+        assert t.convert_tokens_to_ids('<|im_end|>') in cm.eos_ids, cm.eos_ids
 
 @pytest.mark.parametrize('kind', ['ock', 'chatml'])
 def test_check_template_command(models, tmp_path, kind):

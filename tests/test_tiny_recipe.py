@@ -45,3 +45,29 @@ def test_unknown_parameter_is_one_line(tmp_path):
     r = subprocess.run([OCK_RUN, 'recipes/tiny_chat.ipynb', '-p', 'n_trian', '10', '--out', str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and 'n_trian' in r.stderr and r.stderr.strip().count('\n') == 0, r.stderr
+
+@pytest.mark.timeout(1200)
+def test_tiny_chatml_recipe(tmp_path):
+    """`recipes/tiny_chatml.ipynb` at its default (CI) size: messages, ShareGPT and Alpaca files detected per file, a
+    ChatML-template model trained through the pipeline engine (2 processes), converted, graded; then served by `ock-serve`
+    and asked by the `openai` SDK, whose reply must be the one `ock-chat` and the evaluation got (one token sequence)."""
+    from openai import OpenAI
+    from conftest import serving
+    args = [OCK_RUN, 'recipes/tiny_chatml.ipynb', '--out', str(tmp_path/'nb'), '-p', 'out_dir', str(tmp_path/'tc')]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1150,
+                       env={**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'CUDA_VISIBLE_DEVICES': ''})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    s = json.loads((tmp_path/'tc'/'summary.json').read_text())
+    assert s['check_ok'] and s['chat_format'] == 'template' and s['pipeline_parallel'] == s['nproc'] == 2, s
+    assert s['records'] == {'messages': 4000, 'sharegpt': 4000, 'alpaca': 4000}, s
+    assert s['last_loss'] < 0.2 * s['first_loss'] and s['em']['units'] >= 50 and s['overall_em'] >= 20, s
+    model = tmp_path/'tc'/'model'
+    assert '<|im_start|>' in (model/'chat_template.jinja').read_text()           # the template travels with the model
+    res = [json.loads(line) for line in (tmp_path/'tc'/'eval'/'samples.jsonl').read_text().splitlines()]
+    right = [x for x in res if x['correct']][:3]
+    with serving('--model', model, '--threads', '1', log_dir=tmp_path) as url:
+        client = OpenAI(base_url=url + '/v1', api_key='none')
+        name = client.models.list().data[0].id
+        for x in right:
+            c = client.chat.completions.create(model=name, messages=[{'role': 'user', 'content': x['question']}], temperature=0, max_tokens=48)
+            assert c.choices[0].message.content.strip() == x['answer'] and c.choices[0].finish_reason == 'stop', (c, x)
