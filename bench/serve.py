@@ -5,12 +5,10 @@
 Starts `ock-serve` on a free 127.0.0.1 port (default model: a tiny gpt_neox made here), then runs, in this one
 script, the baseline (one client, requests one after another) and the concurrent run (N clients at once, each
 sending the same number of requests). Prints tokens/s of both and the ratio (goal: >= 3x on the tiny model)."""
-import os, sys, time, socket, asyncio, argparse, tempfile, subprocess
+import os, sys, time, asyncio, argparse, tempfile, subprocess
 from pathlib import Path
 import httpx
-
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+from openchatkit.core import free_port
 
 async def client(c, url, model, i, requests, max_tokens):
     toks = 0

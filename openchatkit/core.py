@@ -11,7 +11,8 @@ from contextlib import contextmanager
 # %% auto #0
 __all__ = ['USER_ERRORS', 'PKG_DIR', 'INCIDENTAL_LOGGERS', 'INCIDENTAL_WARNINGS', 'OCKError', 'cli_errors', 'ock_script',
            'asset_path', 'atomic_path', 'atomic_write_text', 'quiet_loading', 'get_device', 'get_dtype',
-           'seed_everything', 'rng_state', 'set_rng_state', 'MetricLogger', 'hub_online', 'skip_unless', 'doc_renderer']
+           'seed_everything', 'rng_state', 'set_rng_state', 'MetricLogger', 'hub_online', 'skip_unless', 'free_port',
+           'doc_renderer']
 
 # %% ../nbs/00_core.ipynb #60e20f05
 class OCKError(Exception):
@@ -256,6 +257,15 @@ def skip_unless(*needs: str) -> bool:
                'slow': lambda: os.environ.get('OCK_SLOW', '') == '1'}[n]()
         if not met: print(f"skipped: needs {_NEEDS[n]}"); return False
     return True
+
+# %% ../nbs/00_core.ipynb #2a92c411
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that is free now (the kernel's pick for port 0)."
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
 
 # %% ../nbs/00_core.ipynb #a96cd6a1
 def doc_renderer(sym, name: str | None = None, title_level: int = 3):

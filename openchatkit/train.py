@@ -8,7 +8,7 @@ import os, sys, json, time, signal, socket, subprocess
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.script import Param
-from .core import OCKError, ock_script, quiet_loading, INCIDENTAL_LOGGERS
+from .core import OCKError, ock_script, quiet_loading, INCIDENTAL_LOGGERS, free_port
 from .models import load_config, num_layers, get_family, HFWeights, partition
 from .config import TrainConfig, load_train_config
 from .checkpoint import check_checkpoint, read_meta, read_metrics
@@ -161,9 +161,6 @@ class OutputLock:
     def __exit__(self, *exc): self.release()
 
 # %% ../nbs/26_train.ipynb #fac100a1
-def _free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 def _rank_prefix():
     r, w = os.environ.get('RANK'), os.environ.get('WORLD_SIZE', '1')
     return f"[rank {r}] " if r is not None and w != '1' else ''
@@ -172,7 +169,7 @@ def train(cfg: TrainConfig | dict | str, overrides=None) -> dict:
     "Run this process's part of the training job; returns a summary (steps, final loss, wall time)."
     cfg = load_train_config(cfg, overrides) if not isinstance(cfg, TrainConfig) else cfg
     if 'RANK' not in os.environ:                        # alone: a world of one
-        os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
+        os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))
     # the folder is this run's: held by the launcher (launch_training), else by rank 0 (alone, or under another launcher)
     lock = OutputLock(cfg.output_dir) if os.environ['RANK'] == '0' and 'OCK_LAUNCHER_PID' not in os.environ else None
     try:
@@ -223,7 +220,7 @@ def launch_command(config_path, overrides=(), nproc: int = 1, nnodes: int = 1, n
                    master_addr: str = '127.0.0.1', master_port: int | None = None) -> list[str]:
     "The torchrun command line that runs `config_path` on `nproc` processes per node."
     return [sys.executable, '-m', 'torch.distributed.run', f'--nproc-per-node={nproc}', f'--nnodes={nnodes}',
-            f'--node-rank={node_rank}', f'--master-addr={master_addr}', f'--master-port={master_port or _free_port()}',
+            f'--node-rank={node_rank}', f'--master-addr={master_addr}', f'--master-port={master_port or free_port()}',
             '--no-python', sys.executable, '-c', _WORKER, str(config_path), *overrides]
 
 def default_nproc(cfg: TrainConfig) -> int:

@@ -5,11 +5,8 @@ from pathlib import Path
 _bin = str(Path(sys.executable).parent)
 if _bin not in os.environ.get('PATH', '').split(os.pathsep): os.environ['PATH'] = _bin + os.pathsep + os.environ.get('PATH', '')
 
-import contextlib, signal, socket, subprocess, time
-
-def free_port() -> int:
-    "A free TCP port on the loopback interface."
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+import contextlib, signal, subprocess, time
+from openchatkit.core import free_port   # noqa: F401 (for the tests that import it from here)
 
 SERVE_ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
              'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
