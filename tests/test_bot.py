@@ -3,16 +3,10 @@ import os, sys, subprocess, shutil
 from pathlib import Path
 import pytest
 from fastcore.test import test_eq as eq
+from conftest import assert_one_line_error, CPU_ENV as ENV
 
 BIN = Path(sys.executable).parent
 OCK_CHAT = str(BIN/'ock-chat')
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
-       'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
-
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    from openchatkit.tiny import save_tiny_model
-    return str(save_tiny_model(tmp_path_factory.mktemp('models')/'neox', 'gpt_neox'))
 
 def run(*args, stdin='', timeout=300):
     return subprocess.run([OCK_CHAT, *args], input=stdin, capture_output=True, text=True, env=ENV, timeout=timeout)
@@ -20,13 +14,6 @@ def run(*args, stdin='', timeout=300):
 def _default_sigint():
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-def assert_one_line_error(r, *needles):
-    assert r.returncode != 0, r
-    assert 'Traceback' not in r.stderr, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith('[')]   # '[...] deepspeed' log noise
-    assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
-    for n in needles: assert n in lines[0], lines[0]
 
 @pytest.mark.timeout(600)
 def test_bad_input_is_one_line(tiny, tmp_path):

@@ -11,15 +11,13 @@ import httpx
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('LITELLM_LOCAL_MODEL_COST_MAP', 'True')      # litellm: no fetch of its price list at import
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'CUDA_VISIBLE_DEVICES': ''}
-ENV.pop('OCK_API_KEY', None)
 MSGS = [{'role': 'system', 'content': 'You are a helpful assistant.'}, {'role': 'user', 'content': 'What is 12 plus 30?'}]
 N, SEED = 16, 7
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     "`ock-serve` with its defaults (the shipped model) on a free loopback port; its base URL."
-    with serving(log_dir=tmp_path_factory.mktemp('clients'), env=ENV) as url: yield url
+    with serving(log_dir=tmp_path_factory.mktemp('clients')) as url: yield url
 
 @pytest.fixture(scope='module')
 def cm():

@@ -1,15 +1,16 @@
 """`ock-prepare-data` and URL reading as a user meets them: downloads from a local HTTP server (with an
 interrupted download resumed by an HTTP Range request), a local directory standing in for the hub, `--stats`,
 and one-line errors for bad input. Never the network."""
-import os, sys, json, shutil, subprocess, threading, http.server
+import sys, json, shutil, subprocess, threading, http.server
 from pathlib import Path
 import pytest
+import conftest
 
 from openchatkit.data import download_url, read_jsonl, write_jsonl, PackedStream
 from openchatkit.core import OCKError
 
 pytestmark = pytest.mark.timeout(180)
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'NO_COLOR': '1'}
+ENV = {**conftest.ENV, 'NO_COLOR': '1'}
 SCRIPT = shutil.which('ock-prepare-data') or str(Path(sys.executable).parent/'ock-prepare-data')
 
 

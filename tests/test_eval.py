@@ -1,14 +1,14 @@
 """`ock-eval` as a user runs it, offline: the shipped tiny model graded on the shipped lm-eval task (a generation task
 by exact match and a multiple-choice task by log-likelihood) through lm-eval's `hf` model, a question file asked one
 question per chat and in conversations, and one-line errors with exit status 2."""
-import json, os, subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 import pytest
+import conftest
 
 from openchatkit.inference import default_model
 
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
-       'CUDA_VISIBLE_DEVICES': ''}
+ENV = {**conftest.ENV, 'CUDA_VISIBLE_DEVICES': ''}
 pytestmark = pytest.mark.skipif(default_model() is None, reason='no shipped model')
 
 def ock_eval(*args, timeout=300):

@@ -1,11 +1,12 @@
 """Hostile data as users' commands meet it (issue 15): text the tokenizer cannot encode, BOMs, a huge line, a long
 document to split, absurd mixture weights, non-UTF-8 arguments. Each is reported in one line and skipped, or refused."""
-import os, sys, json, shutil, subprocess
+import sys, json, shutil, subprocess
 from pathlib import Path
 import pytest
+import conftest
 
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
+ENV = {**conftest.ENV, 'OMP_NUM_THREADS': '1'}
 SURROGATE = '{"text": "x \\udc80"}'          # valid JSON; the string has no UTF-8 form
 
 

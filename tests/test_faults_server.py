@@ -5,36 +5,21 @@ drains, every malformed field is a 400, special tokens typed by a user stay text
 As in `test_server.py`, no verdict depends on the machine's speed: the engine hold (`$OCK_ENGINE_HOLD`) keeps
 requests in flight while a test acts. The one time bound, `/health` answering within 2 s while a huge request is
 being prepared, is the property itself: before the fix that answer took minutes."""
-import json, time, signal, socket, threading, subprocess
+import json, time, signal, socket, threading
 from pathlib import Path
 import pytest
 import httpx
-from test_server import OCK_SERVE, ENV, wait_until, Hold, tiny   # noqa: F401 (tiny: a fixture)
-from conftest import free_port
+from test_server import wait_until, Hold
+from conftest import start_serve, stop_serve
 
 KEY = 'sk-faults-1'
 AUTH = {'Authorization': f'Bearer {KEY}'}
 
 def start(model, *args, env=None, ready_timeout=600):
-    "Start `ock-serve` on a free loopback port; return (process, url, log path) once /health answers."
-    port = free_port()
-    logp = Path(model).parent/f'faults-{port}.log'
-    p = subprocess.Popen([OCK_SERVE, '--model', model, '--port', str(port), '--log-level', 'warning', '--threads', '1', *args],
-                         stdout=open(logp, 'w'), stderr=subprocess.STDOUT, env={**ENV, **(env or {})})
-    url, t0 = f'http://127.0.0.1:{port}', time.monotonic()
-    while True:
-        if p.poll() is not None: raise RuntimeError(f"ock-serve exited {p.returncode}:\n{logp.read_text()}")
-        try:
-            if httpx.get(url + '/health', timeout=2).status_code == 200: return p, url, logp
-        except httpx.HTTPError: pass
-        if time.monotonic() - t0 > ready_timeout: p.kill(); raise TimeoutError('ock-serve did not start')
-        time.sleep(0.2)
+    "Start `ock-serve --model MODEL --threads 1 ARGS` (conftest's `start_serve`); return (process, url, log path) once /health answers."
+    return start_serve('--model', model, '--threads', '1', *args, log_dir=Path(model).parent, env=env, ready_timeout=ready_timeout)
 
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try: p.wait(30)
-        except subprocess.TimeoutExpired: p.kill(); p.wait(10)
+def stop(p): stop_serve(p, timeout=30)
 
 @pytest.fixture(scope='module')
 def hold(tmp_path_factory): return Hold(tmp_path_factory.mktemp('hold_faults')/'limit')

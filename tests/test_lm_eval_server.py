@@ -2,17 +2,15 @@
 small local tasks (tests/lm_eval_tasks: held-out skill questions, one generation task, one multiple-choice task), and
 agrees with `--model hf` on the same model directory. Before `/v1/completions` gave log-probabilities, the
 multiple-choice task failed with `400 'logprobs' is not supported by this server`."""
-import os, sys, json, subprocess
+import sys, json, subprocess
 from pathlib import Path
 import pytest
-from conftest import serving
+from conftest import serving, CPU_ENV
 
 pytest.importorskip('lm_eval')
 BIN = Path(sys.executable).parent
 TASKS = Path(__file__).parent/'lm_eval_tasks'
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
-       'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': '', 'OPENAI_API_KEY': ''}
-ENV.pop('OCK_API_KEY', None)
+ENV = {**CPU_ENV, 'OPENAI_API_KEY': ''}
 
 @pytest.fixture(scope='module')
 def model_dir():

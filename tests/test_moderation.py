@@ -1,12 +1,13 @@
 "`ock-moderate` as a user runs it: texts, files, JSON output, and one-line errors with exit status 2."
-import json, os, subprocess, sys, threading
+import json, subprocess, sys, threading
 from pathlib import Path
 import pytest
+import conftest
 
 pytest.importorskip('openchatkit.moderation')
 from openchatkit.core import asset_path
 
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+ENV = {**conftest.ENV, 'OMP_NUM_THREADS': '1'}
 pytestmark = pytest.mark.skipif(not (asset_path('moderation', 'classifier')/'moderator.json').exists(),
                                 reason='no shipped moderation classifier')
 

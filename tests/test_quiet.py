@@ -4,18 +4,12 @@ FutureWarning. Each script runs as a user runs it, with DeepSpeed left to guess 
 import os, sys, subprocess
 from pathlib import Path
 import pytest
+import conftest
 
 BIN = Path(sys.executable).parent
-ENV = {k: v for k, v in os.environ.items() if k != 'DS_ACCELERATOR'}
-ENV.update(HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', HF_DATASETS_OFFLINE='1', TOKENIZERS_PARALLELISM='false',
-           CUDA_VISIBLE_DEVICES='', WANDB_MODE='disabled')
+ENV = {k: v for k, v in {**conftest.ENV, 'CUDA_VISIBLE_DEVICES': '', 'WANDB_MODE': 'disabled'}.items() if k != 'DS_ACCELERATOR'}
 NOISE = ('gemm_4bit_forward', 'kernels-community', 'publisher trust', 'offline mode', 'Setting accelerator to', 'Loading weights',
          'it/s]', 'FutureWarning', 'DeprecationWarning', 'UserWarning')
-
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    from openchatkit.tiny import save_tiny_model
-    return str(save_tiny_model(tmp_path_factory.mktemp('quiet')/'tiny', 'gpt_neox'))
 
 def _facts():
     from openchatkit.core import asset_path

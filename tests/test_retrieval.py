@@ -1,10 +1,10 @@
 "ock-index as a user runs it: build, search, add, info, and one-line errors for bad input (console-script subprocesses)."
-import os, sys, json, shutil, subprocess
+import sys, json, shutil, subprocess
 from pathlib import Path
 import pytest
+from conftest import ENV
 
 EXE = shutil.which('ock-index') or str(Path(sys.executable).parent/'ock-index')
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
 
 def ock_index(*args, cwd, timeout=240):
     p = subprocess.run([EXE, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)

@@ -5,17 +5,14 @@ No verdict here depends on how fast the machine is. Where a test needs generatio
 (a client leaves, the queue fills up, requests pile up to be batched), it holds the engine at an exact token count
 through `$OCK_ENGINE_HOLD` (see `Engine` in 31_engine) and acts on what `/health` shows; deadlines only guard
 against hangs."""
-import os, sys, json, time, socket, asyncio, subprocess
+import sys, json, time, socket, asyncio, subprocess
 from pathlib import Path
 import pytest
 import httpx
-from conftest import serving
+from conftest import serving, assert_one_line_error, CPU_ENV as ENV
 
 BIN = Path(sys.executable).parent
 OCK_SERVE = str(BIN/'ock-serve')
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
-       'DS_ACCELERATOR': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
-ENV.pop('OCK_API_KEY', None)
 
 def wait_until(pred, what, deadline=120, every=0.02, state=None):
     "Poll `pred()` until it returns something true (returned); the deadline only guards against a hang (`state()` says where things stood)."
@@ -36,11 +33,6 @@ def reach_hold(server, tokens):
 def serve(model, *args, env=None, ready_timeout=600):
     "Run `ock-serve --model MODEL ARGS` on a free loopback port (conftest's `serving`); a context giving its base URL."
     return serving('--model', model, *args, log_dir=Path(model).parent, env=env, ready_timeout=ready_timeout)
-
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    from openchatkit.tiny import save_tiny_model
-    return str(save_tiny_model(tmp_path_factory.mktemp('models')/'tiny', 'gpt_neox'))
 
 class Hold:
     "Pause a server's engine at an exact token count (the file `$OCK_ENGINE_HOLD` names): `at(n)`, `release()`."
@@ -229,20 +221,14 @@ def test_api_key(tiny, small_keyed):
     c = OpenAI(base_url=url + '/v1', api_key='sk-test-123', max_retries=0)
     assert c.chat.completions.create(model=name, messages=MSGS, max_tokens=3).choices[0].message.role == 'assistant'
 
-def one_line_error(r, *needles):
-    assert r.returncode == 2, r
-    lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith('[')]
-    assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
-    for n in needles: assert n in lines[0], lines[0]
-
 @pytest.mark.timeout(600)
 def test_refuses_public_bind_without_key(tiny, tmp_path):
     run = lambda *a: subprocess.run([OCK_SERVE, *a], capture_output=True, text=True, env=ENV, timeout=60)
-    one_line_error(run('--model', tiny, '--host', '0.0.0.0'), 'refusing to listen on 0.0.0.0', '--api-key')
-    one_line_error(run('--model', str(tmp_path/'missing')), 'does not exist')
-    one_line_error(run('--model', tiny, '--port', 'eighty'), '--port')          # (more flag checks: the notebook)
+    assert_one_line_error(run('--model', tiny, '--host', '0.0.0.0'), 'refusing to listen on 0.0.0.0', '--api-key')
+    assert_one_line_error(run('--model', str(tmp_path/'missing')), 'does not exist')
+    assert_one_line_error(run('--model', tiny, '--port', 'eighty'), '--port')          # (more flag checks: the notebook)
     from openchatkit.inference import default_model
-    if default_model() is None: one_line_error(run(), '--model')              # no shipped model in this install
+    if default_model() is None: assert_one_line_error(run(), '--model')              # no shipped model in this install
 
 @pytest.mark.timeout(600)
 def test_disconnect_frees_slot(server, hold):
