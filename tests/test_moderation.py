@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 import conftest
 
-pytest.importorskip('openchatkit.moderation')
 from openchatkit.core import asset_path
 
 ENV = {**conftest.ENV, 'OMP_NUM_THREADS': '1'}
@@ -78,7 +77,7 @@ def test_gate_from_threads():
 @pytest.mark.timeout(600)
 def test_recipe_train_convert_moderate(tmp_path):
     "The moderation-LM recipe end to end on a tiny model: prosocial data -> ock-train engine (torchrun, 1 process) -> convert -> LM moderator."
-    train = pytest.importorskip('openchatkit.train'); convert = pytest.importorskip('openchatkit.convert')
+    from openchatkit import train, convert
     from openchatkit.checkpoint import read_metrics
     from openchatkit.moderation import write_prosocial_data, load_moderator, LMModerator, SHOTS, LABELS
     from openchatkit.tiny import save_tiny_model

@@ -337,7 +337,6 @@ def test_load_50_streaming_clients(server, hold):
 @pytest.mark.timeout(600)
 def test_retrieval_and_moderation_flags(tiny):
     "--retrieval and --moderation with the shipped index and classifier (skipped where this install lacks them)."
-    for mod in ('openchatkit.retrieval', 'openchatkit.moderation'): pytest.importorskip(mod)
     from openchatkit.core import asset_path
     if not (asset_path('moderation', 'classifier')/'moderator.json').exists(): pytest.skip('no shipped moderation classifier')
     try:
