@@ -122,7 +122,7 @@ def test_shipped_model_answers():
     recipe's test split: items it never saw in training) exactly, in skills it has learned well."""
     from openchatkit import inference
     from openchatkit.synthetic import skill_examples
-    if inference.default_model() is None: pytest.skip('no shipped tiny-chat model in this install yet')
+    assert inference.default_model() is not None, 'the shipped tiny-chat model is missing from this install'
     test = skill_examples(900, 0, 'test')
     asked = [next(e for e in test if e['skill'] == s) for s in ('units', 'weekday', 'compare')]
     r = run('--no-sample', '--no-stream', stdin='\n/reset\n'.join(e['question'] for e in asked) + '\n/quit\n')
