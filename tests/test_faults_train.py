@@ -195,9 +195,13 @@ def test_sigkill_of_launcher_leaves_no_worker_and_a_second_run_is_refused(live):
 
 def test_sigkill_of_launcher_group_leaves_no_worker(live):
     d, cfgp, out = live
-    stale = json.loads((out/'train.lock').read_text() or '{}') if (out/'train.lock').exists() else {}
-    p, procs, _ = _start_live(live, 'live2')              # the lock of the killed run above is taken over
-    assert not stale or json.loads((out/'train.lock').read_text())['pid'] == p.pid != stale['pid']
+    lock = out/'train.lock'
+    if not (lock.exists() and lock.read_text().strip()):  # run alone: the lock a killed run leaves (its pid is gone)
+        out.mkdir(parents=True, exist_ok=True)
+        lock.write_text(json.dumps(dict(pid=2**22 + 1, host=socket.gethostname())) + '\n')
+    stale = json.loads(lock.read_text())
+    p, procs, _ = _start_live(live, 'live2')              # the lock of the killed run (above, or just written) is taken over
+    assert json.loads(lock.read_text())['pid'] == p.pid != stale['pid'], (stale, lock.read_text())
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     _wait_gone(procs, 'after SIGKILL of the process group of ock-train')
 
