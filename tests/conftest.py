@@ -32,6 +32,13 @@ def assert_one_line_error(r, *needles, returncode=2):
     assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
     for n in needles: assert n in lines[0], lines[0]
 
+def run_without_shipped_model(module, script, *args, timeout=300):
+    "Run console script `openchatkit.MODULE.SCRIPT ARGS` as an install without the shipped model runs it (`default_model()` is None)."
+    code = ("import sys; import openchatkit.inference as i; i.default_model = lambda: None\n"
+            f"from openchatkit.{module} import {script}; sys.argv = [{script!r}, *sys.argv[1:]]; sys.exit({script}())")
+    return subprocess.run([sys.executable, '-c', code, *map(str, args)], input='', capture_output=True, text=True, env=CPU_ENV,
+                          timeout=timeout)
+
 def start_serve(*args, log_dir, env=None, ready_timeout=600):
     "Start `ock-serve ARGS` on a free loopback port; once /health answers, return (process, base URL, log path)."
     import httpx

@@ -3,7 +3,7 @@ import os, sys, subprocess, shutil
 from pathlib import Path
 import pytest
 from fastcore.test import test_eq as eq
-from conftest import assert_one_line_error, CPU_ENV as ENV
+from conftest import assert_one_line_error, run_without_shipped_model, CPU_ENV as ENV
 
 BIN = Path(sys.executable).parent
 OCK_CHAT = str(BIN/'ock-chat')
@@ -29,9 +29,9 @@ def test_bad_input_is_one_line(tiny, tmp_path):
 
 @pytest.mark.timeout(600)
 def test_no_model_needs_model_flag(monkeypatch):
-    "An install without the shipped model (e.g. a slimmed wheel) asks for --model, in one line."
+    "An install without the shipped model (e.g. a slimmed wheel) asks for --model, in one line: the CLI, and `ChatModel.load`."
+    assert_one_line_error(run_without_shipped_model('bot', 'ock_chat'), 'no model given', 'pass --model')
     from openchatkit import inference
-    if inference.default_model() is None: assert_one_line_error(run(), '--model')
     monkeypatch.setattr(inference, 'default_model', lambda: None)      # what such an install sees, in this process
     with pytest.raises(inference.OCKError, match='no shipped model in this install: pass --model'): inference.ChatModel.load(None)
 

@@ -9,7 +9,7 @@ import sys, json, time, socket, asyncio, subprocess
 from pathlib import Path
 import pytest
 import httpx
-from conftest import serving, assert_one_line_error, CPU_ENV as ENV
+from conftest import serving, assert_one_line_error, run_without_shipped_model, CPU_ENV as ENV
 
 BIN = Path(sys.executable).parent
 OCK_SERVE = str(BIN/'ock-serve')
@@ -227,8 +227,7 @@ def test_refuses_public_bind_without_key(tiny, tmp_path):
     assert_one_line_error(run('--model', tiny, '--host', '0.0.0.0'), 'refusing to listen on 0.0.0.0', '--api-key')
     assert_one_line_error(run('--model', str(tmp_path/'missing')), 'does not exist')
     assert_one_line_error(run('--model', tiny, '--port', 'eighty'), '--port')          # (more flag checks: the notebook)
-    from openchatkit.inference import default_model
-    if default_model() is None: assert_one_line_error(run(), '--model')              # no shipped model in this install
+    assert_one_line_error(run_without_shipped_model('server', 'ock_serve'), 'no model given', 'pass --model')   # an install without one
 
 @pytest.mark.timeout(600)
 def test_disconnect_frees_slot(server, hold):
