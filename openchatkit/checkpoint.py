@@ -10,7 +10,8 @@ from .core import OCKError, atomic_write_text
 
 # %% auto #0
 __all__ = ['writing', 'atomic_torch_save', 'check_checkpoint', 'read_meta', 'prune_checkpoints', 'publish_checkpoint',
-           'remove_stale', 'resolve_adapter', 'is_lora', 'read_metrics', 'open_metrics', 'plot_loss', 'StepLog']
+           'remove_stale', 'rank_files', 'save_rank_state', 'check_written', 'restore_rank_state', 'resolve_adapter',
+           'is_lora', 'read_metrics', 'open_metrics', 'plot_loss', 'StepLog']
 
 # %% ../nbs/23_checkpoint.ipynb #657a4b65
 def _fsync(path):
@@ -103,6 +104,40 @@ def remove_stale(ckpt_dir) -> list[Path]:
     gone = sorted(list(ck.glob('*.tmp')) + list(ck.glob('*.old'))) if ck.exists() else []
     for d in gone: print(f"removing incomplete {d}", flush=True); shutil.rmtree(d, ignore_errors=True)
     return gone
+
+# %% ../nbs/23_checkpoint.ipynb #6d62f9b7
+def rank_files(world: int, dp: int) -> list[str]:
+    "The per-rank files of a complete checkpoint: every rank's RNG state, every data-parallel replica's stream position."
+    return [f'rng_rank{r:05d}.pt' for r in range(world)] + [f'data_dp{r:05d}.pt' for r in range(dp)]
+
+def save_rank_state(tmp, rank: int, streams: dict):
+    "Write this rank's RNG state and the positions of its `streams` ({dp_rank: stream}) into the checkpoint folder `tmp`."
+    from openchatkit.core import rng_state
+    atomic_torch_save(rng_state(), Path(tmp)/f'rng_rank{rank:05d}.pt')
+    for r, s in streams.items(): atomic_torch_save(s.state_dict(), Path(tmp)/f'data_dp{r:05d}.pt')
+
+def check_written(tmp, files):
+    "Once every rank has written its part of `tmp`: one line naming the `files` still missing, if any."
+    missing = [f for f in files if not (Path(tmp)/f).exists()]
+    if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
+
+
+# %% ../nbs/23_checkpoint.ipynb #d1b478c9
+def restore_rank_state(d, meta: dict, rank: int, seed: int, same_topology: bool, dp: int, streams: dict, fresh) -> dict:
+    """Restore this rank's RNG from checkpoint `d` (on `same_topology`; else re-seed it by the step) and return its
+    `streams` ({dp_rank: stream}) at their saved places, or, when the data-parallel size changed, `fresh(dp_rank)` ones."""
+    import torch
+    from openchatkit.core import set_rng_state, seed_everything
+    rf = Path(d)/f'rng_rank{rank:05d}.pt'
+    if same_topology and rf.exists(): set_rng_state(torch.load(rf, weights_only=False))
+    else: seed_everything(seed + rank + 1000 * meta['step'])
+    files = {r: Path(d)/f'data_dp{r:05d}.pt' for r in streams}
+    if meta['dp'] == dp and all(f.exists() for f in files.values()):
+        for r, s in streams.items(): s.load_state_dict(torch.load(files[r], weights_only=False))
+        return streams
+    if rank == 0 and streams: print(f"warning: data-parallel size changed ({meta['dp']} -> {dp}); data streams re-seeded", flush=True)
+    return {r: fresh(r) for r in streams}
+
 
 # %% ../nbs/23_checkpoint.ipynb #6fb5557e
 def _has_adapter(d: Path) -> bool: return (Path(d)/'adapter_config.json').exists()

@@ -8,12 +8,13 @@ import os, json, math, time, shutil, contextlib
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.basics import patch
-from .core import (OCKError, atomic_path, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger,
+from .core import (OCKError, atomic_path, atomic_write_text, seed_everything, MetricLogger,
                               quiet_loading, INCIDENTAL_LOGGERS)
 from .models import get_family, load_config, resolve_model, generation_config_for
 from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog,
-                                    plot_loss, resolve_adapter, writing)
+                                    plot_loss, resolve_adapter, writing,
+                                    rank_files, save_rank_state, check_written, restore_rank_state)
 
 # %% auto #0
 __all__ = ['ADAPTER_FILES', 'RUN_KEYS', 'target_modules', 'check_targets', 'check_lora', 'lora_plan', 'build_lora_model',
@@ -267,8 +268,7 @@ def evaluate(self: LoraTrainer) -> dict:
 @patch
 def expected_files(self: LoraTrainer) -> list[str]:
     "Every file a complete LoRA checkpoint holds (what `meta.json` lists)."
-    return (list(ADAPTER_FILES) + ['optimizer.pt', 'scheduler.pt'] + [f'rng_rank{r:05d}.pt' for r in range(self.world)]
-            + [f'data_dp{r:05d}.pt' for r in range(self.dp)])
+    return list(ADAPTER_FILES) + ['optimizer.pt', 'scheduler.pt'] + rank_files(self.world, self.dp)
 
 @patch
 def save(self: LoraTrainer) -> Path:
@@ -284,12 +284,10 @@ def save(self: LoraTrainer) -> Path:
         atomic_torch_save({'scheduler': self.sched.state_dict(), 'scaler': self.scaler.state_dict() if self.scaler else None,
                            'step': step}, tmp/'scheduler.pt')
     self.barrier()
-    atomic_torch_save(rng_state(), tmp/f'rng_rank{self.rank:05d}.pt')
-    for r, s in zip(self.dp_ranks, self.streams): atomic_torch_save(s.state_dict(), tmp/f'data_dp{r:05d}.pt')
+    save_rank_state(tmp, self.rank, dict(zip(self.dp_ranks, self.streams)))
     self.barrier()                                             # every rank has written everything
     if self.rank == 0:
-        missing = [f for f in self.expected_files() if not (tmp/f).exists()]
-        if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
+        check_written(tmp, self.expected_files())
         with writing(tmp): self.tokenizer.save_pretrained(str(tmp))
         meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type, engine='lora',
                     base_model=str(cfg.model), lora=_lora_meta(cfg, self.targets), pp=1, dp=self.dp, world=self.world,
@@ -338,14 +336,10 @@ def resume(self: LoraTrainer) -> bool:
     except Exception as e:
         raise OCKError(f"{d}: cannot load checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     self.step = meta['step']
-    rf = d/f'rng_rank{self.rank:05d}.pt'
-    if meta['world'] == self.world and meta['dp'] == self.dp and rf.exists(): set_rng_state(torch.load(rf, weights_only=False))
-    else: seed_everything(cfg.seed + self.rank + 1000 * meta['step'])
-    if meta['dp'] == self.dp:
-        for r, s in zip(self.dp_ranks, self.streams): s.load_state_dict(torch.load(d/f'data_dp{r:05d}.pt', weights_only=False))
-    else:          # another data-parallel size: the shards differ; fresh streams, re-seeded by the step
-        if self.rank == 0: print(f"warning: data-parallel size changed ({meta['dp']} -> {self.dp}); data streams re-seeded", flush=True)
-        self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp, seed_offset=meta['step']) for r in self.dp_ranks]
+    fresh = lambda r: make_stream(cfg, cfg.data, self.tokenizer, r, self.dp, seed_offset=meta['step'])
+    same = meta['world'] == self.world and meta['dp'] == self.dp
+    mine = dict(zip(self.dp_ranks, self.streams))
+    self.streams = list(restore_rank_state(d, meta, self.rank, cfg.seed, same, self.dp, mine, fresh).values())
     self.resumed_from = d
     if self.rank == 0: print(f"resumed from {d} (step {meta['step']}, dp={meta['dp']} -> dp={self.dp})", flush=True)
     return True

@@ -8,10 +8,10 @@ import os, json, math, time, shutil, logging, functools
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.basics import patch
-from .core import OCKError, atomic_write_text, seed_everything, rng_state, set_rng_state, MetricLogger
+from .core import OCKError, atomic_write_text, seed_everything, MetricLogger
 from .config import TrainConfig, build_optimizer, build_scheduler, make_stream
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog, plot_loss,
-                                    writing)
+                                    writing, rank_files, save_rank_state, check_written, restore_rank_state)
 
 # %% auto #0
 __all__ = ['ds_config', 'Trainer', 'reference_train']
@@ -138,7 +138,7 @@ def _load_named_optimizer(self: Trainer, d: Path):
 @patch
 def expected_files(self: Trainer) -> list[str]:
     "Every file a complete checkpoint of this topology holds (what `meta.json` lists)."
-    f = [f'rng_rank{r:05d}.pt' for r in range(self.world)] + [f'data_dp{r:05d}.pt' for r in range(self.dp)]
+    f = rank_files(self.world, self.dp)
     if self.plain: f += ['mp_rank_00_model_states.pt']
     else:
         nl = len(self.engine.module._layer_specs)
@@ -163,16 +163,13 @@ def save(self: Trainer) -> Path:
     slow = os.environ.get('OCK_TEST_SLOW_SAVE')            # test hook: "rank:seconds" stalls one rank mid-save
     if slow and int(slow.split(':')[0]) == self.rank and step == cfg.total_steps:
         print(f"[rank {self.rank}] (slow) about to write the rest of {tmp}", flush=True); time.sleep(float(slow.split(':')[1]))
-    atomic_torch_save(rng_state(), tmp/f'rng_rank{self.rank:05d}.pt')
-    if self.first and self.stream is not None:
-        atomic_torch_save(self.stream.state_dict(), tmp/f'data_dp{self.dp_rank:05d}.pt')
+    save_rank_state(tmp, self.rank, {self.dp_rank: self.stream} if self.first and self.stream is not None else {})
     st = self._named_optimizer_state()
     if st is not None and self.dp_rank == 0 and not self.plain:
         atomic_torch_save(st, tmp/f'optim_named_stage{self.stage:02d}.pt')
     dist.barrier()                                          # every rank has written everything
     if self.rank == 0:
-        missing = [f for f in self.expected_files() if not (tmp/f).exists()]
-        if missing: raise OCKError(f"{tmp}: checkpoint incomplete after all ranks finished, missing {missing}")
+        check_written(tmp, self.expected_files())
         with writing(tmp): self.hf_config.save_pretrained(str(tmp)); self.tokenizer.save_pretrained(str(tmp))
         meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type,
                     n_pipe_layers=self.hf_config.num_hidden_layers + 3, head_name=self.head_name,
@@ -194,7 +191,6 @@ def cleanup_stale(self: Trainer):
 @patch
 def resume(self: Trainer) -> bool:
     "Load the latest checkpoint (per `cfg.resume`); returns whether one was loaded."
-    import torch
     cfg = self.cfg
     self.cleanup_stale()
     if cfg.resume == 'never' or not (self.ckpt_dir/'latest').exists():
@@ -216,15 +212,9 @@ def resume(self: Trainer) -> bool:
         raise OCKError(f"{d}: cannot load checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if path is None: raise OCKError(f"{d}: DeepSpeed loaded nothing from this checkpoint")
     if self.engine.global_steps != meta['step']: self.engine.global_steps = meta['step']
-    rf = d/f'rng_rank{self.rank:05d}.pt'
-    if same and rf.exists(): set_rng_state(torch.load(rf, weights_only=False))
-    else: seed_everything(cfg.seed + self.rank + 1000 * meta['step'])
-    if self.stream is not None:
-        df = d/f'data_dp{self.dp_rank:05d}.pt'
-        if meta['dp'] == self.dp and df.exists(): self.stream.load_state_dict(torch.load(df, weights_only=False))
-        else:       # another data-parallel size: the shards differ; start fresh streams, re-seeded by the step
-            if self.rank == 0: print(f"warning: data-parallel size changed ({meta['dp']} -> {self.dp}); data streams re-seeded", flush=True)
-            self.stream = make_stream(cfg, cfg.data, self.tokenizer, self.dp_rank, self.dp, seed_offset=meta['step'])
+    fresh = lambda r: make_stream(cfg, cfg.data, self.tokenizer, r, self.dp, seed_offset=meta['step'])
+    mine = {self.dp_rank: self.stream} if self.stream is not None else {}
+    self.stream = restore_rank_state(d, meta, self.rank, cfg.seed, same, self.dp, mine, fresh).get(self.dp_rank)
     self.resumed_from = d
     if self.rank == 0: print(f"resumed from {d} (step {meta['step']}, pp={meta['pp']} dp={meta['dp']} -> pp={self.pp} dp={self.dp})", flush=True)
     return True
