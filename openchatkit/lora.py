@@ -10,7 +10,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from .core import (OCKError, atomic_path, atomic_write_text, seed_everything, MetricLogger,
                               quiet_loading, INCIDENTAL_LOGGERS)
-from .models import get_family, load_config, resolve_model, generation_config_for
+from .models import get_family, load_config, resolve_model, generation_config_for, tokens_per_step
 from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog,
                                     plot_loss, resolve_adapter, writing,
@@ -90,7 +90,7 @@ def lora_plan(cfg: TrainConfig, gpus: int = 1, verbose: bool = True) -> dict:
         base_bytes = q * 0.5625 + (f['base_params'] - q) * 4
     else: base_bytes = f['base_params'] * (4 if cfg.precision in ('fp32', 'amp-bf16') else 2)
     adapter_bytes = f['trainable'] * 16
-    tokens = cfg.micro_batch_size * cfg.gradient_accumulation_steps * gpus * cfg.seq_length
+    tokens = tokens_per_step(cfg.micro_batch_size, cfg.gradient_accumulation_steps, gpus, cfg.seq_length)
     gib = (base_bytes + adapter_bytes) / 2**30
     if verbose:
         print(f"{f['summary']}; per GPU ~{gib:.1f} GiB of weights and optimizer state before activations; "
@@ -194,7 +194,7 @@ def setup(self: LoraTrainer):
     self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp) for r in self.dp_ranks]
     self.ckpt_dir = Path(cfg.output_dir)/'checkpoints'
-    self.tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.dp * cfg.seq_length
+    self.tokens_per_step = tokens_per_step(cfg.micro_batch_size, cfg.gradient_accumulation_steps, self.dp, cfg.seq_length)
     self.step, self.resumed_from, self.wall = 0, None, 0.0
     return self
 

@@ -12,7 +12,8 @@ from .core import OCKError, ock_script, quiet_loading
 # %% auto #0
 __all__ = ['FAMILIES', 'BASE_MODELS', 'Family', 'register_family', 'get_family', 'num_layers', 'num_pipe_layers', 'layer_kind',
            'hf_prefixes', 'hf_name', 'load_config', 'resolve_model', 'generation_config_for', 'HFWeights',
-           'paper_config', 'layer_params', 'partition', 'plan_pipeline', 'prepare_model', 'ock_prepare_model']
+           'paper_config', 'layer_params', 'partition', 'tokens_per_step', 'plan_pipeline', 'prepare_model',
+           'ock_prepare_model']
 
 # %% ../nbs/20_models.ipynb #cf293fec
 @dataclass
@@ -238,6 +239,10 @@ def partition(config, pp: int) -> list[tuple[int, int]]:
     bounds = [int(b) for b in partition_balanced([0] + [1] * L + [0, 0], pp)]
     return [(bounds[s], bounds[s + 1]) for s in range(pp)]
 
+def tokens_per_step(micro_batch: int, gas: int, dp: int, seq_length: int) -> int:
+    "Tokens one optimizer step trains on: micro-batch x accumulation steps x data-parallel replicas x sequence length."
+    return micro_batch * gas * dp * seq_length
+
 def plan_pipeline(config, pp: int, dp: int = 1, bytes_per_param: float = 2 + 2 + 12, micro_batch: int = 1,
                   seq_length: int | None = None, gas: int = 1) -> dict:
     "A paper plan: layers, parameters and weight+grad+optimizer memory per stage (default: bf16 weights/grads + fp32 master and Adam)."
@@ -249,7 +254,7 @@ def plan_pipeline(config, pp: int, dp: int = 1, bytes_per_param: float = 2 + 2 +
     total = sum(s['params'] for s in stages)
     seq = seq_length or config.max_position_embeddings
     return dict(pp=pp, dp=dp, world=pp * dp, params=total, stages=stages,
-                tokens_per_step=micro_batch * gas * dp * seq, micro_batches=gas)
+                tokens_per_step=tokens_per_step(micro_batch, gas, dp, seq), micro_batches=gas)
 
 # %% ../nbs/20_models.ipynb #824a134c
 _ALLOW = ['*.json', '*.safetensors', 'tokenizer.model', '*.txt', '*.py']

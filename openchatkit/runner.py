@@ -291,12 +291,12 @@ class Recipe:
 def plan(self: Recipe, gpus: int = 8) -> dict:
     "The full-size run on paper, from the config as written (no download): parameters, topology on `gpus` GPUs, tokens, memory."
     from openchatkit.config import load_train_config
-    from openchatkit.models import paper_config, num_layers, num_pipe_layers, layer_params
+    from openchatkit.models import paper_config, num_layers, plan_pipeline
     cfg = load_train_config(self.config)
     hf = paper_config(cfg.model)
-    n = sum(layer_params(hf, i) for i in range(num_pipe_layers(hf)))
     pp = cfg.pipeline_parallel; dp = max(1, gpus // pp)
-    tokens = cfg.micro_batch_size * cfg.gradient_accumulation_steps * dp * cfg.seq_length
+    p = plan_pipeline(hf, pp, dp, micro_batch=cfg.micro_batch_size, seq_length=cfg.seq_length, gas=cfg.gradient_accumulation_steps)
+    n, tokens = p['params'], p['tokens_per_step']
     state = n * (2 + 2 + 12) / pp / 2**30          # fp16 weights and gradients, fp32 master weights and Adam moments
     print(f"as configured: {n/1e9:.2f}B parameters ({hf.model_type}, {num_layers(hf)} blocks) on {pp * dp} GPUs = pipeline {pp} x data {dp}; "
           f"{tokens:,} tokens per step x {cfg.total_steps:,} steps = {_human(tokens * cfg.total_steps)} tokens; "

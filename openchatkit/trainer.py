@@ -64,7 +64,7 @@ def setup(self: Trainer):
     import deepspeed.comm as dist
     from deepspeed.utils import logger as ds_logger
     from transformers import AutoTokenizer
-    from openchatkit.models import load_config, HFWeights
+    from openchatkit.models import load_config, HFWeights, tokens_per_step
     from openchatkit.pipeline import layer_specs, loss_fn
     ds_logger.setLevel(logging.WARNING)
     cfg = self.cfg
@@ -103,7 +103,7 @@ def setup(self: Trainer):
     self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     self.stream = make_stream(cfg, cfg.data, self.tokenizer, self.dp_rank, self.dp) if self.needs_data else None
     self.ckpt_dir = Path(cfg.output_dir)/'checkpoints'
-    self.tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.dp * cfg.seq_length
+    self.tokens_per_step = tokens_per_step(cfg.micro_batch_size, cfg.gradient_accumulation_steps, self.dp, cfg.seq_length)
     self.resumed_from = None
     return self
 
