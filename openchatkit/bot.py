@@ -231,7 +231,6 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              ):
     "Chat with a causal LM in OpenChatKit's format. Plain lines are said to the model; /help lists the commands."
     name = model or default_model()
-    if name is None: raise OCKError("no model given and this install ships none: pass --model DIR_OR_HUB_ID")
     gen = dict(max_new_tokens=max_tokens, do_sample=not no_sample, temperature=temperature, top_k=top_k,
                top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
     check_gen(gen)

@@ -783,7 +783,6 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
     if not 0 <= drain_timeout < float('inf'): raise OCKError(f"--drain-timeout must be a number of seconds >= 0, got {drain_timeout}")
     if chat_template not in ('auto', 'on', 'off'): raise OCKError(f"--chat-template must be auto, on or off, got {chat_template!r}")
     name = model or default_model()
-    if name is None: raise OCKError("no model given and this install ships none: pass --model DIR_OR_HUB_ID")
     resolve_model(name)
     if threads: torch.set_num_threads(threads)
     print(f"Loading {name}...", flush=True)
