@@ -234,7 +234,8 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
     gen = dict(max_new_tokens=max_tokens, do_sample=not no_sample, temperature=temperature, top_k=top_k,
                top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
     check_gen(gen)
-    from openchatkit.inference import parse_memory, check_memory, resolve_model
+    from openchatkit.inference import parse_memory, check_memory
+    from openchatkit.models import resolve_model
     from openchatkit.core import get_device
     resolve_model(name); check_memory(parse_memory(gpu_vram, cpu_ram))
     dev = get_device(f'cuda:{gpu_id}' if gpu_id is not None and device == 'auto' else device)

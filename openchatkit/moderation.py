@@ -194,7 +194,8 @@ class LMModerator(Moderator):
     def load(cls, spec: str = DEFAULT_LM, device: str = 'auto', dtype: str = 'auto', load_in_8bit: bool = False,
              load_in_4bit: bool = False, trust_remote_code: bool = False, **kwargs) -> 'LMModerator':
         "Load a causal LM directory or hub id as a moderator (`kwargs` go to the constructor)."
-        from openchatkit.inference import ChatModel, resolve_model
+        from openchatkit.inference import ChatModel
+        from openchatkit.models import resolve_model
         src = resolve_model(spec)
         check_causal_lm(src, trust_remote_code)
         cm = ChatModel.load(src, device=device, dtype=dtype, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,

@@ -773,7 +773,7 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
               drain_timeout:float=10, # on SIGTERM or Ctrl-C: seconds requests in flight get to finish (new ones get 503) before they are ended
               ):
     "Serve a chat model under the OpenAI API (chat and text completions, streaming) with uvicorn."
-    from openchatkit.inference import resolve_model
+    from openchatkit.models import resolve_model
     api_key = api_key or os.environ.get('OCK_API_KEY') or None
     check_bind(host, api_key)
     if not 0 < port < 65536: raise OCKError(f"--port must be between 1 and 65535, got {port}")
