@@ -1,6 +1,5 @@
 "Repository invariants: notebooks are the source, clean, and the README is generated from nbs/index.ipynb."
 import shutil, subprocess, sys, filecmp
-import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +113,7 @@ def test_layer_check_catches_violations(tmp_path):
 def test_ruff():
     "The linter (pyproject's [tool.ruff]: unused imports and names, undefined names, no bare except) finds nothing."
     ruff = shutil.which('ruff', path=str(BIN)) or shutil.which('ruff')
-    if ruff is None: pytest.skip('ruff not installed (pip install -e ".[dev]")')
+    assert ruff, 'ruff (a dev requirement) is not installed: pip install -e ".[dev]"'
     r = subprocess.run([ruff, 'check', '--no-cache', 'openchatkit', 'tests', 'tools'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
 
