@@ -97,7 +97,8 @@ class Conversation:
 
 # %% ../nbs/01_conversation.ipynb #94741b3d
 @patch
-def _render(self: Conversation, turns, preamble: str | None = None) -> str:
+def _render(self: Conversation, turns, preamble: str | None = None, gen: bool = False) -> str:
+    "The turns in our format; `gen`: a prompt, opening the bot's turn after whatever came last."
     h, b, out = self.human_id, self.bot_id, [self.preamble if preamble is None else preamble]
     for i, (role, text) in enumerate(turns):
         nxt = turns[i+1][0] if i + 1 < len(turns) else None
@@ -106,6 +107,7 @@ def _render(self: Conversation, turns, preamble: str | None = None) -> str:
         else:
             prev = turns[i-1][0] if i else None
             out.append(('' if prev == 'human' else f"{b}:") + f"{text}\n")
+    if gen and (not turns or turns[-1][0] != 'human'): out.append(f"{b}:")   # a human turn last opened it already
     return ''.join(out)
 
 @patch
@@ -238,7 +240,7 @@ def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None
     the oldest exchanges until it is at most `max_tokens` tokens."""
     safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
     preamble = safe(self.preamble)
-    render = lambda turns: self._render(turns, preamble)
+    render = lambda turns: self._render(turns, preamble, gen=True)
     chat_template = uses_template(tokenizer, chat_template)
     if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
         chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
@@ -260,8 +262,13 @@ def template_messages(tokenizer, turns, system: str | None = None) -> list[dict]
     return [{**m, 'content': safe(m['content'])} for m in msgs]
 
 def render_template(tokenizer, turns, system: str | None = None) -> str:
-    "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply."
-    return tokenizer.apply_chat_template(template_messages(tokenizer, turns, system), tokenize=False, add_generation_prompt=True)
+    "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply (one clear error where it refuses them)."
+    from jinja2 import TemplateError
+    msgs = template_messages(tokenizer, turns, system)
+    try: return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    except TemplateError as e:
+        last = msgs[-1]['role'] if msgs else 'none'
+        raise OCKError(f"this model's chat template cannot render these messages (the last is {last!r}): {e}") from None
 
 def _content(m, i) -> str:
     if not isinstance(m, dict) or 'role' not in m:
@@ -346,6 +353,7 @@ CHAT_TEMPLATE = r"""{#- OpenChatKit's prompt, byte for byte as openchatkit.conve
         {{- '<human>: ' ~ t.text ~ '\n' -}}
     {%- endif -%}
 {%- endfor -%}
+{%- if add_generation_prompt and (not ns.body or (ns.body | last).role != 'user') -%}{{- '<bot>:' -}}{%- endif -%}
 """
 
 def add_chat_template(tokenizer):

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from .core import OCKError, ock_script
 from .conversation import ContextOverflow, render_messages
-from .inference import ChatModel, GEN_DEFAULTS, default_model
+from .inference import ChatModel, GEN_DEFAULTS, check_gen, default_model
 from .engine import Engine, QueueFull, make_seq
 from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
@@ -56,7 +56,7 @@ MAX_MESSAGES = 2048      # messages per request, as OpenAI: more is a 400, not m
 MAX_STOP_CHARS = 256     # characters per stop string: each one is checked against the reply's tail at every token
 
 def check_messages(msgs) -> list[dict]:
-    "OpenAI-style `messages`, checked: roles, text content (string or text parts), a final user turn."
+    "OpenAI-style `messages`, checked: roles, text content (string or text parts); any role may come last, as OpenAI allows."
     if not isinstance(msgs, list) or not msgs: raise _bad("'messages' must be a non-empty array", 'messages')
     if len(msgs) > MAX_MESSAGES:
         raise _bad(f"'messages' has {len(msgs)} entries; at most {MAX_MESSAGES} are accepted", 'messages', 'array_above_max_length')
@@ -74,8 +74,6 @@ def check_messages(msgs) -> list[dict]:
         elif c is None and role == 'assistant': c = ''
         elif not isinstance(c, str): raise _bad(f"'{p}.content' must be a string or an array of text parts", f'{p}.content')
         out.append({'role': 'system' if role == 'developer' else role, 'content': c})
-    if out[-1]['role'] not in ('user', 'context'):
-        raise _bad(f"the last message must be from the user, not {out[-1]['role']!r}", f'messages[{len(out)-1}].role', 'invalid_role')
     return out
 
 def check_common(body: dict, context_length: int, default_max_tokens: int, max_n: int) -> dict:
@@ -231,7 +229,7 @@ class Job:
 
     def choice(self, i, text, finish) -> dict:
         "Choice `i` of the whole answer (with its log-probabilities, if asked: call once per choice)."
-        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text}, 'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
+        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text, 'refusal': None}, 'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
         head = self.prompt_logprobs(i) if self.prompt_lp else None        # the echoed prompt's tokens come first
         lp = self.logprobs(i, text, finish)
         if head: lp = _joined(head, lp)
@@ -471,8 +469,10 @@ def refusal(self: Service, rid: str, text: str, opts: dict):
     "Answer a refused chat message (`n` times the refusal, `content_filter`) without running the model."
     job = Job([None] * opts['n'], None, rid, self.name, True, 0, [])
     if not opts['stream']:
+        choices = [job.choice(i, text, 'content_filter') for i in range(opts['n'])]
+        for c in choices: c['message']['refusal'] = text       # the spec's field for a refusal, beside the content clients show
         return JSONResponse({'id': rid, 'object': 'chat.completion', 'created': job.created, 'model': self.name,
-                             'choices': [job.choice(i, text, 'content_filter') for i in range(opts['n'])], 'usage': job.usage()})
+                             'choices': choices, 'usage': job.usage()})
     def events():
         for i in range(opts['n']):
             c = job.chunk(i, text); c['choices'][0]['delta']['role'] = 'assistant'
@@ -509,15 +509,16 @@ async def chat_completions(self: Service, request: Request):
 @patch
 async def chat_input(self: Service, body: dict, msgs: list, opts: dict) -> tuple[str | None, list | None]:
     "A chat request's way in: `(refusal, None)` if the gate refuses the last user message, else `(None, prompt ids)` with retrieved passages."
-    last_user = next(m['content'] for m in reversed(msgs) if m['role'] in ('user', 'context'))
-    if self.gate is not None:
+    at = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i]['role'] != 'assistant'), 0)   # what the reply answers
+    last_user = msgs[at]['content'] if msgs[at]['role'] != 'assistant' else ''
+    if self.gate is not None and last_user:
         action, msg, _ = await asyncio.to_thread(check_message, self.gate, last_user)
         if action == 'refuse': return msg, None
     use_retrieval = body.get('retrieval', True)
     if not isinstance(use_retrieval, bool): raise _bad("'retrieval' must be true or false", 'retrieval')
-    if self.retriever is not None and use_retrieval:
+    if self.retriever is not None and use_retrieval and last_user:
         hits = await asyncio.to_thread(find_context, self.retriever, last_user, self.k)
-        msgs = msgs[:-1] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[-1:]
+        msgs = msgs[:at] + [{'role': 'context', 'content': passage_text(h)} for h in hits] + msgs[at:]
     return None, await asyncio.to_thread(lambda: self.cm.encode(self.chat_prompt(msgs, opts)))   # off the event loop
 
 # %% ../nbs/63_server.ipynb #5e7a0009
@@ -618,7 +619,8 @@ def check_response_options(body: dict, context_length: int, default_max_tokens: 
     t = body.get('text')
     if t is not None and not (isinstance(t, dict) and t.get('format') in (None, {'type': 'text'})):
         raise _bad("only text output (text.format {'type': 'text'}) is supported", 'text.format', 'unsupported_parameter')
-    keep = {k: body[k] for k in ('temperature', 'top_p', 'top_k', 'repetition_penalty', 'seed', 'stream', 'stream_options', 'ignore_eos') if k in body}
+    keep = {k: body[k] for k in ('temperature', 'top_p', 'top_k', 'repetition_penalty', 'seed', 'stream', 'stream_options', 'ignore_eos',
+                                  'presence_penalty', 'frequency_penalty') if k in body}
     try: return check_common({**keep, 'max_tokens': body.get('max_output_tokens')}, context_length, default_max_tokens, 1)
     except APIError as e:
         if e.param == 'max_tokens': e.param, e.message = 'max_output_tokens', e.message.replace("'max_tokens'", "'max_output_tokens'")
@@ -630,18 +632,22 @@ def output_message(mid: str, text: str | None, status: str = 'completed') -> dic
     return {'id': mid, 'type': 'message', 'role': 'assistant', 'status': status,
             'content': [] if text is None else [{'type': 'output_text', 'text': text, 'annotations': [], 'logprobs': []}]}
 
-def response_object(job: Job, body: dict, status: str = 'in_progress', item: dict | None = None, reason: str | None = None, usage: bool = False) -> dict:
-    "`job`'s `response` object: its `status`, the output message `item`, why it is incomplete, its usage (once done)."
-    u = job.usage()
+def response_object(job: Job, body: dict, status: str = 'in_progress', item: dict | None = None, reason: str | None = None) -> dict:
+    "`job`'s `response` object: its `status`, the output message `item`, why it is incomplete, its usage (so far: the prompt's tokens from the start)."
+    u, used = job.usage(), check_gen({k: body.get(k) for k in ('temperature', 'top_p')})   # the values generation uses
     return {'id': job.rid, 'object': 'response', 'created_at': job.created, 'status': status, 'error': None,
+            'completed_at': int(time.time()) if status in ('completed', 'incomplete') else None,
             'incomplete_details': {'reason': reason} if reason else None, 'instructions': body.get('instructions'),
             'max_output_tokens': body.get('max_output_tokens'), 'model': job.model, 'output': [item] if item else [],
-            'parallel_tool_calls': False, 'previous_response_id': None, 'store': False, 'temperature': body.get('temperature'),
-            'top_p': body.get('top_p'), 'text': {'format': {'type': 'text'}}, 'tool_choice': 'none', 'tools': [],
+            'parallel_tool_calls': False, 'previous_response_id': None, 'store': False, 'temperature': used['temperature'],
+            'top_p': used['top_p'], 'presence_penalty': body.get('presence_penalty') or 0.0,
+            'frequency_penalty': body.get('frequency_penalty') or 0.0, 'top_logprobs': 0, 'reasoning': {'effort': None, 'summary': None},
+            'max_tool_calls': None, 'background': False, 'service_tier': 'default',
+            'safety_identifier': body.get('safety_identifier'), 'prompt_cache_key': body.get('prompt_cache_key'), 'text': {'format': {'type': 'text'}}, 'tool_choice': 'none', 'tools': [],
             'truncation': 'disabled', 'metadata': body.get('metadata') or {},
             'usage': {'input_tokens': u['prompt_tokens'], 'input_tokens_details': {'cached_tokens': 0, 'cache_write_tokens': 0},
                       'output_tokens': u['completion_tokens'], 'output_tokens_details': {'reasoning_tokens': 0},
-                      'total_tokens': u['total_tokens']} if usage else None}
+                      'total_tokens': u['total_tokens']}}
 
 def response_status(finish: str) -> tuple[str, str | None]:
     "A finish reason as a response's status and why it is incomplete."
@@ -670,7 +676,7 @@ async def response_events(job: Job, body: dict, mid: str, refusal: str | None = 
         yield ev('response.content_part.done', **at, part=part(text))
         item = output_message(mid, text, status)
         yield ev('response.output_item.done', output_index=0, item=item)
-        yield ev(f'response.{status}', response=response_object(job, body, status, item, reason, usage=True))
+        yield ev(f'response.{status}', response=response_object(job, body, status, item, reason))
     finally: job.cancel()
 
 @patch
@@ -692,7 +698,7 @@ async def responses(self: Service, request: Request):
         if got is None: return None
         text, fin = got[0][0], got[1][0]
     status, reason = response_status(fin)
-    return JSONResponse(response_object(job, body, status, output_message(mid, text, status), reason, usage=True))
+    return JSONResponse(response_object(job, body, status, output_message(mid, text, status), reason))
 
 # %% ../nbs/63_server.ipynb #5e7a0010
 async def _api_error(request, e: APIError): return JSONResponse(e.body(), e.status, headers=e.headers)
