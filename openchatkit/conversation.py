@@ -235,17 +235,18 @@ def uses_template(tokenizer, chat_template: bool | str = 'auto') -> bool:
     return chat_template in (True, 'on') or (chat_template == 'auto' and has)
 
 @patch
-def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None, chat_template: bool | str = False) -> str:
+def get_prompt(self: Conversation, tokenizer=None, max_tokens: int | None = None, chat_template: bool | str = False,
+               add_generation_prompt: bool = True) -> str:
     """The prompt (in our format, or through `tokenizer`'s chat template: `uses_template`; a model is prompted with 'auto'), dropping
-    the oldest exchanges until it is at most `max_tokens` tokens."""
+    the oldest exchanges until it is at most `max_tokens` tokens; it opens the bot's turn unless `add_generation_prompt` is False."""
     safe = defuser(tokenizer)          # special tokens typed in any turn stay text (`defuser`)
     preamble = safe(self.preamble)
-    render = lambda turns: self._render(turns, preamble, gen=True)
+    render = lambda turns: self._render(turns, preamble, gen=add_generation_prompt)
     chat_template = uses_template(tokenizer, chat_template)
     if chat_template and is_ock_template(tokenizer) and (self.human_id, self.bot_id) == (HUMAN, BOT):
         chat_template = False      # our own template: the same bytes as `_render` (tested below), context turns and clock included
     if chat_template:
-        render = lambda turns: render_template(tokenizer, turns, self.system and safe(self.system))
+        render = lambda turns: render_template(tokenizer, turns, self.system and safe(self.system), add_generation_prompt)
     exchanges = [[(role, safe(text)) for role, text in ex] for ex in self.exchanges()]
     return fit_turns(render, exchanges, tokenizer, max_tokens, self)
 
@@ -261,11 +262,11 @@ def template_messages(tokenizer, turns, system: str | None = None) -> list[dict]
     safe = defuser(tokenizer)
     return [{**m, 'content': safe(m['content'])} for m in msgs]
 
-def render_template(tokenizer, turns, system: str | None = None) -> str:
+def render_template(tokenizer, turns, system: str | None = None, add_generation_prompt: bool = True) -> str:
     "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply (one clear error where it refuses them)."
     from jinja2 import TemplateError
     msgs = template_messages(tokenizer, turns, system)
-    try: return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    try: return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
     except TemplateError as e:
         last = msgs[-1]['role'] if msgs else 'none'
         raise OCKError(f"this model's chat template cannot render these messages (the last is {last!r}): {e}") from None

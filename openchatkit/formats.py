@@ -101,7 +101,7 @@ def _renderer(messages, tokenizer, fmt, now):
     if fmt == 'ock':
         def render(k, gen):
             conv.turns = turns[:k]
-            return conv.get_prompt(tokenizer, chat_template=False)
+            return conv.get_prompt(tokenizer, chat_template=False, add_generation_prompt=gen)
     else:
         system = conv.system and defuser(tokenizer)(conv.system)
         def render(k, gen):
