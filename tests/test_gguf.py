@@ -2,7 +2,6 @@
 Modelfile, and its check runs the files in a real llama.cpp runtime (llama-cpp-python) against the Hugging Face model; the
 files hold the tokenizer, special tokens and chat template; a Llama export runs too; bad input is one line."""
 import json, re, subprocess
-from pathlib import Path
 import pytest
 from conftest import CPU_ENV, BIN, assert_one_line_error
 
