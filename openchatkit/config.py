@@ -11,7 +11,7 @@ from .core import OCKError, quiet_loading, INCIDENTAL_LOGGERS
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'TrainConfig', 'parse_overrides', 'lora_targets', 'validate_lora', 'load_train_config',
-           'build_optimizer', 'lr_factor', 'build_scheduler', 'make_stream']
+           'build_optimizer', 'lr_factor', 'build_scheduler', 'doc_sep', 'make_stream']
 
 # %% ../nbs/22_config.ipynb #58445952
 @dataclass
@@ -30,6 +30,7 @@ class TrainConfig:
     loss_on: str = 'all'              # 'all' tokens or only the 'bot' replies
     chat_format: str = 'auto'         # chat records: auto (the model's own template if it has one) | ock | template
     pack: str = 'split'               # 'split' documents across blocks, or keep each 'whole' (pad the rest of a block)
+    mask_documents: bool = False      # true: packed documents attend only within themselves, positions from 0 (false: OpenChatKit's packing)
     data_factory: str = 'openchatkit.data:PackedStream'   # module:callable making the stream
     # batch and topology
     micro_batch_size: int = 1         # sequences per micro-batch per pipeline
@@ -224,6 +225,10 @@ def _import(spec: str):
     mod, _, name = spec.partition(':')
     try: return getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e: raise OCKError(f"data_factory {spec!r}: {e}")
+
+def doc_sep(cfg: TrainConfig, tokenizer) -> int | None:
+    "The token that joins packed documents (the stream's end-of-text), for the model to mask them apart; None with `mask_documents: false`."
+    return tokenizer.eos_token_id if cfg.mask_documents else None
 
 def make_stream(cfg: TrainConfig, spec, tokenizer, dp_rank: int, dp_size: int, seed_offset: int = 0):
     "The data stream of one data-parallel replica (`cfg.data_factory`, by default `openchatkit.data.PackedStream`)."

@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from .core import (OCKError, atomic_path, atomic_write_text, seed_everything, MetricLogger,
                               quiet_loading, INCIDENTAL_LOGGERS)
 from .models import get_family, load_config, resolve_model, generation_config_for, tokens_per_step
-from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream
+from .config import TrainConfig, lora_targets, build_optimizer, build_scheduler, make_stream, doc_sep
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog,
                                     plot_loss, resolve_adapter, writing,
                                     rank_files, save_rank_state, check_written, restore_rank_state)
@@ -192,6 +192,7 @@ def setup(self: LoraTrainer):
     self.scaler = (torch.amp.GradScaler('cuda', init_scale=2.0 ** cfg.initial_scale_power, growth_interval=cfg.loss_scale_window)
                    if cfg.precision == 'fp16' else None)
     self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    self.sep = doc_sep(cfg, self.tokenizer)           # packed documents masked apart, as in the pipeline trainer
     self.streams = [make_stream(cfg, cfg.data, self.tokenizer, r, self.dp) for r in self.dp_ranks]
     self.ckpt_dir = Path(cfg.output_dir)/'checkpoints'
     self.tokens_per_step = tokens_per_step(cfg.micro_batch_size, cfg.gradient_accumulation_steps, self.dp, cfg.seq_length)
@@ -215,8 +216,11 @@ def _mean(self: LoraTrainer, t):
 @patch
 def forward_loss(self: LoraTrainer, x, y):
     "The loss of one micro-batch (`loss_fn` of 21_pipeline over the model's logits)."
-    from openchatkit.pipeline import loss_fn
-    with self._autocast(): logits = self.model(input_ids=x.to(self.device)).logits
+    from openchatkit.pipeline import loss_fn, doc_positions, doc_mask
+    x, kw = x.to(self.device), {}
+    if self.sep is not None:                          # each document at positions from 0, attending only to itself
+        kw['position_ids'] = doc_positions(x, self.sep); kw['attention_mask'] = doc_mask(kw['position_ids'])
+    with self._autocast(): logits = self.model(input_ids=x, **kw).logits
     return loss_fn(logits, y.to(self.device))
 
 # %% ../nbs/25_lora.ipynb #2ea9d806

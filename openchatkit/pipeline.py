@@ -10,8 +10,8 @@ from .core import OCKError
 from .models import get_family, num_layers, hf_prefixes, HFWeights
 
 # %% auto #0
-__all__ = ['LOAD_LOG', 'EmbedPipe', 'BlockPipe', 'NormPipe', 'HeadPipe', 'tied_head_forward', 'layer_specs', 'SequentialLM',
-           'build_sequential', 'loss_fn']
+__all__ = ['LOAD_LOG', 'EmbedPipe', 'BlockPipe', 'NormPipe', 'HeadPipe', 'tied_head_forward', 'doc_positions', 'doc_mask',
+           'layer_specs', 'SequentialLM', 'build_sequential', 'loss_fn']
 
 # %% ../nbs/21_pipeline.ipynb #b3401b8f
 LOAD_LOG: list = []
@@ -40,11 +40,14 @@ class _PipeLayer(nn.Module):
         return torch.autocast(x.device.type, dtype={'bf16': torch.bfloat16, 'fp16': torch.float16}[self.amp])
 
 class EmbedPipe(_PipeLayer):
-    "Pipeline layer 0: token ids → hidden states."
-    def __init__(self, config, model_dir=None, idx=0, amp=None):
+    "Pipeline layer 0: token ids → hidden states (and, packing documents split by token `sep`, their positions)."
+    def __init__(self, config, model_dir=None, idx=0, amp=None, sep: int | None = None):
         super().__init__()
+        self.sep = sep
         self._setup(config, model_dir, idx, amp, lambda: setattr(self, 'embed', nn.Embedding(config.vocab_size, config.hidden_size)))
-    def forward(self, input_ids): return self.embed(input_ids)
+    def forward(self, input_ids):
+        h = self.embed(input_ids)
+        return h if self.sep is None else (h, doc_positions(input_ids, self.sep))
 
 class BlockPipe(_PipeLayer):
     "Pipeline layers 1..L: one transformers decoder layer (causal sdpa attention, RoPE computed locally)."
@@ -53,19 +56,22 @@ class BlockPipe(_PipeLayer):
         Layer, Rotary = get_family(config).classes()
         self._setup(config, model_dir, idx, amp, lambda: setattr(self, 'layer', Layer(config, idx - 1)))
         self.rotary = Rotary(config)     # non-persistent buffers only: not in any checkpoint
-    def forward(self, h):
-        pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+    def forward(self, x):
+        h, pos = x if isinstance(x, tuple) else (x, None)         # (hidden, positions) when documents are masked
+        mask = None if pos is None else doc_mask(pos)
+        if pos is None: pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
         with self._ctx(h):
-            out = self.layer(h, attention_mask=None, position_ids=pos, position_embeddings=self.rotary(h, position_ids=pos))
+            out = self.layer(h, attention_mask=mask, position_ids=pos, position_embeddings=self.rotary(h, position_ids=pos))
         out = out[0] if isinstance(out, tuple) else out
-        return out.float() if self.amp else out
+        out = out.float() if self.amp else out
+        return (out, x[1]) if isinstance(x, tuple) else out
 
 class NormPipe(_PipeLayer):
     "Pipeline layer L+1: the final norm."
     def __init__(self, config, model_dir=None, idx=None, amp=None):
         super().__init__()
         self._setup(config, model_dir, idx, amp, lambda: setattr(self, 'norm', get_family(config).make_norm(config)))
-    def forward(self, h): return self.norm(h)
+    def forward(self, x): return self.norm(x[0] if isinstance(x, tuple) else x)
 
 class HeadPipe(_PipeLayer):
     "Pipeline layer L+2: the LM head (untied)."
@@ -81,14 +87,28 @@ def tied_head_forward(embed: EmbedPipe, h):
     with embed._ctx(h): out = F.linear(h, embed.embed.weight)
     return out.float() if embed.amp else out
 
+# %% ../nbs/21_pipeline.ipynb #d0c5a002
+def doc_positions(input_ids, sep: int):
+    "Each token's position in its document: counting from 0 after each `sep` token (the end-of-text that joins packed documents)."
+    idx = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
+    last = torch.cummax(torch.where(input_ids == sep, idx, -1), dim=-1).values          # the latest sep at or before each token
+    return idx - torch.cat([torch.full_like(last[..., :1], -1), last[..., :-1]], -1) - 1   # ... strictly before it
+
+def doc_mask(pos):
+    "Where a token may attend (`[B, 1, S, S]`, True: yes): earlier tokens of its own document; None if the block is one document."
+    if not bool((pos[:, 1:] == 0).any()): return None
+    doc = (pos == 0).cumsum(-1)
+    causal = torch.ones(pos.shape[-1], pos.shape[-1], dtype=torch.bool, device=pos.device).tril()
+    return (causal & (doc[:, :, None] == doc[:, None, :]))[:, None]
+
 # %% ../nbs/21_pipeline.ipynb #8356f772
-def layer_specs(config, model_dir=None, amp=None) -> list:
-    "DeepSpeed layer specs for `config`: embed, L blocks, final norm, head (tied to the embedding when the config says so)."
+def layer_specs(config, model_dir=None, amp=None, sep: int | None = None) -> list:
+    "DeepSpeed layer specs for `config`: embed, L blocks, final norm, head (tied to the embedding when the config says so); `sep`: mask packed documents."
     from deepspeed.pipe import LayerSpec, TiedLayerSpec
     L, tied = num_layers(config), bool(getattr(config, 'tie_word_embeddings', False))
-    first = (TiedLayerSpec('embed', EmbedPipe, config, model_dir, 0, amp, tied_weight_attr='embed.weight') if tied
-             else LayerSpec(EmbedPipe, config, model_dir, 0, amp))
-    last = (TiedLayerSpec('embed', EmbedPipe, config, model_dir, 0, amp, forward_fn=tied_head_forward, tied_weight_attr='embed.weight')
+    first = (TiedLayerSpec('embed', EmbedPipe, config, model_dir, 0, amp, sep, tied_weight_attr='embed.weight') if tied
+             else LayerSpec(EmbedPipe, config, model_dir, 0, amp, sep))
+    last = (TiedLayerSpec('embed', EmbedPipe, config, model_dir, 0, amp, sep, forward_fn=tied_head_forward, tied_weight_attr='embed.weight')
             if tied else LayerSpec(HeadPipe, config, model_dir, L + 2, amp))
     return [first] + [LayerSpec(BlockPipe, config, model_dir, i, amp) for i in range(1, L + 1)] + \
            [LayerSpec(NormPipe, config, model_dir, L + 1, amp), last]
@@ -108,9 +128,9 @@ class SequentialLM(nn.Module):
         for f in self.funcs: x = f(x)
         return x
 
-def build_sequential(config, model_dir=None, amp=None) -> SequentialLM:
+def build_sequential(config, model_dir=None, amp=None, sep: int | None = None) -> SequentialLM:
     "The whole model as one module built from `layer_specs`."
-    return SequentialLM(layer_specs(config, model_dir, amp))
+    return SequentialLM(layer_specs(config, model_dir, amp, sep))
 
 # %% ../nbs/21_pipeline.ipynb #987a62a0
 def loss_fn(logits, labels):

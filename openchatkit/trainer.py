@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from fastcore.basics import patch
 from .core import OCKError, atomic_write_text, seed_everything, MetricLogger
-from .config import TrainConfig, build_optimizer, build_scheduler, make_stream
+from .config import TrainConfig, build_optimizer, build_scheduler, make_stream, doc_sep
 from .checkpoint import (atomic_torch_save, check_checkpoint, publish_checkpoint, remove_stale, StepLog, plot_loss,
                                     writing, rank_files, save_rank_state, check_written, restore_rank_state)
 
@@ -33,12 +33,12 @@ def ds_config(cfg: TrainConfig, plain: bool = False) -> dict:
 class _PlainLM:
     "A pp=1 model for DeepSpeed's plain engine (ZeRO-2): same layers and parameter names as the pipeline."
     @staticmethod
-    def make(config, model_dir, amp):
+    def make(config, model_dir, amp, sep=None):
         import torch.nn as nn
         from openchatkit.pipeline import build_sequential, loss_fn
         class LM(nn.Module):
             def __init__(self):
-                super().__init__(); self.seq = build_sequential(config, model_dir, amp)
+                super().__init__(); self.seq = build_sequential(config, model_dir, amp, sep)
             def forward(self, x, y): return loss_fn(self.seq(x), y)
         return LM()
 
@@ -80,11 +80,13 @@ def setup(self: Trainer):
     self.hf_config = load_config(cfg.model, cfg.dropout, cfg.rope_scaling, cfg.max_positions)
     self.head_name = HFWeights(cfg.model).head_name(self.hf_config)
     self.plain = cfg.zero_stage >= 2
-    if self.plain: net = _PlainLM.make(self.hf_config, cfg.model, cfg.amp)
+    self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    sep = doc_sep(cfg, self.tokenizer)               # packed documents masked apart (21_pipeline)
+    if self.plain: net = _PlainLM.make(self.hf_config, cfg.model, cfg.amp, sep)
     else:
         from deepspeed.pipe import PipelineModule
         ckpt_fn = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
-        net = PipelineModule(layers=layer_specs(self.hf_config, cfg.model, cfg.amp), num_stages=pp, loss_fn=loss_fn,
+        net = PipelineModule(layers=layer_specs(self.hf_config, cfg.model, cfg.amp, sep), num_stages=pp, loss_fn=loss_fn,
                              partition_method='type:BlockPipe',
                              activation_checkpoint_interval=1 if cfg.activation_checkpointing else 0,
                              activation_checkpoint_func=ckpt_fn, checkpointable_layers=['BlockPipe'])
@@ -100,7 +102,6 @@ def setup(self: Trainer):
         self.stage, self.dp_rank = g.get_stage_id(), g.data_parallel_id
         self.first, self.last = self.engine.is_first_stage(), self.engine.is_last_stage()
     self.needs_data = self.first or self.last
-    self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     self.stream = make_stream(cfg, cfg.data, self.tokenizer, self.dp_rank, self.dp) if self.needs_data else None
     self.ckpt_dir = Path(cfg.output_dir)/'checkpoints'
     self.tokens_per_step = tokens_per_step(cfg.micro_batch_size, cfg.gradient_accumulation_steps, self.dp, cfg.seq_length)
@@ -321,10 +322,10 @@ def reference_train(cfg: TrainConfig, steps: int | None = None, dp: int = 1, mod
     from openchatkit.data import batches
     seed_everything(cfg.seed)
     hf = load_config(cfg.model, cfg.dropout, cfg.rope_scaling, cfg.max_positions)
-    model = model or build_sequential(hf, cfg.model, cfg.amp)
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    model = model or build_sequential(hf, cfg.model, cfg.amp, doc_sep(cfg, tok))
     model.train()
     opt = build_optimizer(model.named_parameters(), cfg); sched = build_scheduler(opt, cfg)
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     its = [batches(make_stream(cfg, cfg.data, tok, r, dp), cfg.micro_batch_size) for r in range(dp)]
     gas, losses = cfg.gradient_accumulation_steps, []
     for step in range(steps or cfg.total_steps):
