@@ -115,7 +115,7 @@ def do_raw_say(self: ChatShell, arg: str):
 @patch
 def do_raw_prompt(self: ChatShell, arg: str = ''):
     "/raw_prompt: print the whole prompt the conversation has built."
-    self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True) if self.chat_template else self.conv.get_raw_prompt())
+    self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True, add_generation_prompt=False) if self.chat_template else self.conv.get_raw_prompt())
 
 # %% ../nbs/61_bot.ipynb #a56deafd
 @patch
