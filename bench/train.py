@@ -8,6 +8,12 @@ Prints tokens/s of (b) / (a), and the pipeline efficiency = tok/s(pp=2) / (2 x t
 ideal m/(m+p-1) of a 1F1B schedule with m micro-batches and p stages.
 
     python bench/train.py [--steps 8] [--micro-batches 8] [--precision fp32|amp-bf16]
+
+With --packing: the cost of document-masked packing (`mask_documents: true`: positions from 0 in each packed chat,
+attention within it only) against OpenChatKit's unmasked packing, the same model and data, at seq 256 and 2048
+(blocks of ~10 and ~80 chats), runs interleaved: prints tok/s of each and the ratio masked / unmasked.
+
+    python bench/train.py --packing [--steps 6]
 """
 import os, time, argparse, tempfile, statistics
 from pathlib import Path
@@ -21,7 +27,9 @@ def main():
     ap.add_argument('--hidden', type=int, default=256)
     ap.add_argument('--layers', type=int, default=7)
     ap.add_argument('--precision', default='fp32', help="fp32 or amp-bf16 (bf16 autocast: fast only on CPUs with native bf16)")
+    ap.add_argument('--packing', action='store_true', help="masked vs unmasked packing at seq 256 and 2048")
     a = ap.parse_args()
+    if a.packing: return packing(a)
     from openchatkit.tiny import save_tiny_model
     from openchatkit.data import write_jsonl
     from openchatkit.config import load_train_config
@@ -60,6 +68,32 @@ def main():
     print(f"ock-train pp=2 on 2 processes (1 thread each): {pp2:8.0f} tok/s")
     print(f"ratio pp=2 / plain ({ncores} threads): {pp2 / plain_all:.2f}")
     print(f"pipeline efficiency tok/s(pp=2) / (2 x 1-thread plain): {eff:.2f}  (ideal 1F1B m/(m+p-1) = {m}/{m+1} = {ideal:.2f})")
+
+def packing(a):
+    from openchatkit.tiny import save_tiny_model
+    from openchatkit.data import write_jsonl
+    from openchatkit.config import load_train_config
+    from openchatkit.trainer import reference_train
+    tmp = Path(tempfile.mkdtemp(prefix='ock-bench-pack-'))
+    texts = [f"<human>: What is {x} plus {y}?\n<bot>: {x} plus {y} is {x+y}." for x in range(10, 100) for y in range(10, 60, 3)]
+    write_jsonl(tmp/'train.jsonl', [{'text': t} for t in texts])
+    model = save_tiny_model(tmp/'model', 'gpt_neox', texts=texts, vocab_size=1024, hidden=a.hidden, layers=a.layers, heads=4,
+                            max_positions=2048)
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"tiny-chat model ({a.hidden}x{a.layers}), {a.steps} steps of 8192 tokens, {a.precision}, all cores; median of 3 interleaved runs")
+    for seq in (256, 2048):
+        base = dict(model=str(model), data=str(tmp/'train.jsonl'), seq_length=seq, micro_batch_size=max(1, 8192 // seq // 4),
+                    gradient_accumulation_steps=4, total_steps=a.steps, lr=1e-3, precision=a.precision, checkpoint_every=0,
+                    progress=False, log_backend='none', output_dir=str(tmp/'run'))
+        cfgs = {m: load_train_config({**base, 'mask_documents': m}) for m in (False, True)}
+        for c in cfgs.values(): reference_train(c, steps=1)              # warm-up
+        times = {False: [], True: []}
+        for _ in range(3):
+            for m, c in cfgs.items():
+                t = time.perf_counter(); reference_train(c); times[m].append(time.perf_counter() - t)
+        tok = {m: a.steps * 8192 / statistics.median(v) for m, v in times.items()}
+        print(f"seq {seq:4d}: unmasked {tok[False]:7.0f} tok/s, masked {tok[True]:7.0f} tok/s, "
+              f"ratio masked/unmasked {tok[True] / tok[False]:.3f} ({(1 - tok[True] / tok[False]) * 100:+.1f} % slower)")
 
 if __name__ == '__main__':
     main()

@@ -10,13 +10,14 @@ from pathlib import Path
 from .core import OCKError, quiet_loading, INCIDENTAL_LOGGERS
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'TrainConfig', 'parse_overrides', 'lora_targets', 'validate_lora', 'load_train_config',
-           'build_optimizer', 'lr_factor', 'build_scheduler', 'doc_sep', 'make_stream']
+__all__ = ['LORA_TARGETS', 'ModelDataConfig', 'OptimConfig', 'RunConfig', 'TrainConfig', 'parse_overrides', 'lora_targets',
+           'validate_lora', 'load_train_config', 'build_optimizer', 'lr_factor', 'build_scheduler', 'doc_sep',
+           'make_stream']
 
 # %% ../nbs/22_config.ipynb #58445952
 @dataclass
-class TrainConfig:
-    "Everything a training run needs; load with `load_train_config(path, overrides)`."
+class ModelDataConfig:
+    "The model and the data of a run (part of `TrainConfig`)."
     # model
     model: str = None                 # base model directory (see `ock-prepare-model`)
     tokenizer: str = None             # tokenizer directory or id (default: the model's)
@@ -32,6 +33,11 @@ class TrainConfig:
     pack: str = 'split'               # 'split' documents across blocks, or keep each 'whole' (pad the rest of a block)
     mask_documents: bool = False      # true: packed documents attend only within themselves, positions from 0 (false: OpenChatKit's packing)
     data_factory: str = 'openchatkit.data:PackedStream'   # module:callable making the stream
+
+# %% ../nbs/22_config.ipynb #58445954
+@dataclass
+class OptimConfig:
+    "Batch, topology, optimizer, schedule and precision of a run (part of `TrainConfig`)."
     # batch and topology
     micro_batch_size: int = 1         # sequences per micro-batch per pipeline
     gradient_accumulation_steps: int = 1   # micro-batches per optimizer step and pipeline
@@ -56,6 +62,11 @@ class TrainConfig:
     zero_stage: int = 0               # 0 | 1 (any pp) | 2 (pp=1 only)
     activation_checkpointing: bool = False   # recompute each block in backward
     seed: int = 42
+
+# %% ../nbs/22_config.ipynb #58445956
+@dataclass
+class RunConfig:
+    "LoRA, checkpoints, evaluation and logging of a run (part of `TrainConfig`)."
     # LoRA / QLoRA (see 25_lora): train small adapters on a frozen base; data-parallel only (pipeline_parallel 1)
     lora: bool = False                # train LoRA adapters (peft) instead of every weight
     lora_r: int = 16                  # adapter rank
@@ -78,6 +89,10 @@ class TrainConfig:
     progress: bool = True             # tqdm bar on rank 0
     backend: str = 'auto'             # torch.distributed backend: auto | gloo | nccl
 
+# %% ../nbs/22_config.ipynb #58445957
+@dataclass
+class TrainConfig(RunConfig, OptimConfig, ModelDataConfig):
+    "Everything a training run needs; load with `load_train_config(path, overrides)`."
     @property
     def amp(self): return 'bf16' if self.precision == 'amp-bf16' else None
 

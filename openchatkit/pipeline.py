@@ -29,6 +29,7 @@ def _load_into(module: nn.Module, config, idx: int, weights: HFWeights):
         sub.load_state_dict(sd, strict=True, assign=True)
         LOAD_LOG.append((idx, prefix, len(sd)))
 
+# %% ../nbs/21_pipeline.ipynb #b3401b81
 class _PipeLayer(nn.Module):
     def _setup(self, config, model_dir, idx, amp, build):
         self.idx, self.amp = idx, amp
@@ -39,6 +40,7 @@ class _PipeLayer(nn.Module):
         if not self.amp: return nullcontext()
         return torch.autocast(x.device.type, dtype={'bf16': torch.bfloat16, 'fp16': torch.float16}[self.amp])
 
+# %% ../nbs/21_pipeline.ipynb #b3401b83
 class EmbedPipe(_PipeLayer):
     "Pipeline layer 0: token ids → hidden states (and, packing documents split by token `sep`, their positions)."
     def __init__(self, config, model_dir=None, idx=0, amp=None, sep: int | None = None):
@@ -49,6 +51,7 @@ class EmbedPipe(_PipeLayer):
         h = self.embed(input_ids)
         return h if self.sep is None else (h, doc_positions(input_ids, self.sep))
 
+# %% ../nbs/21_pipeline.ipynb #b3401b85
 class BlockPipe(_PipeLayer):
     "Pipeline layers 1..L: one transformers decoder layer (causal sdpa attention, RoPE computed locally)."
     def __init__(self, config, model_dir=None, idx=1, amp=None):
@@ -66,6 +69,7 @@ class BlockPipe(_PipeLayer):
         out = out.float() if self.amp else out
         return (out, x[1]) if isinstance(x, tuple) else out
 
+# %% ../nbs/21_pipeline.ipynb #b3401b88
 class NormPipe(_PipeLayer):
     "Pipeline layer L+1: the final norm."
     def __init__(self, config, model_dir=None, idx=None, amp=None):

@@ -20,7 +20,7 @@ from .engine import Engine, QueueFull, make_seq
 from .chat import Release, check_message, find_context, passage_text, load_retrieval, load_moderation
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'UNSUPPORTED', 'MAX_MESSAGES', 'MAX_STOP_CHARS', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError',
+__all__ = ['CHAT_ROLES', 'MAX_MESSAGES', 'UNSUPPORTED', 'MAX_STOP_CHARS', 'LOOPBACK', 'RESPONSES_UNSUPPORTED', 'APIError',
            'check_messages', 'check_common', 'check_logprobs', 'is_loopback', 'check_bind', 'key_ok', 'Job',
            'token_text', 'gather', 'collect', 'released', 'stream_events', 'Service', 'check_input',
            'check_response_options', 'output_message', 'response_object', 'response_status', 'response_events',
@@ -50,10 +50,7 @@ def _num(body, name, lo, hi, default, kind=float, lo_open=False):
 
 # %% ../nbs/63_server.ipynb #132990fb
 CHAT_ROLES = {'system', 'developer', 'user', 'assistant', 'context'}
-UNSUPPORTED = {'tools': 'tool calls', 'functions': 'function calls', 'tool_choice': 'tool calls',
-               'function_call': 'function calls', 'audio': 'audio output'}
 MAX_MESSAGES = 2048      # messages per request, as OpenAI: more is a 400, not minutes of work fitting a history
-MAX_STOP_CHARS = 256     # characters per stop string: each one is checked against the reply's tail at every token
 
 def check_messages(msgs) -> list[dict]:
     "OpenAI-style `messages`, checked: roles, text content (string or text parts); any role may come last, as OpenAI allows."
@@ -75,6 +72,11 @@ def check_messages(msgs) -> list[dict]:
         elif not isinstance(c, str): raise _bad(f"'{p}.content' must be a string or an array of text parts", f'{p}.content')
         out.append({'role': 'system' if role == 'developer' else role, 'content': c})
     return out
+
+# %% ../nbs/63_server.ipynb #132990f2
+UNSUPPORTED = {'tools': 'tool calls', 'functions': 'function calls', 'tool_choice': 'tool calls',
+               'function_call': 'function calls', 'audio': 'audio output'}
+MAX_STOP_CHARS = 256     # characters per stop string: each one is checked against the reply's tail at every token
 
 def check_common(body: dict, context_length: int, default_max_tokens: int, max_n: int) -> dict:
     "Generation settings shared by both endpoints (OpenAI names → `ChatModel` names), checked."
@@ -221,38 +223,49 @@ class Job:
         "The `APIError` for an 'error' event of the engine, or the one this request was aborted with."
         return self.aborted if ev[0] == 'abort' else APIError(500, ev[1], 'server_error')
 
-    def usage(self) -> dict:
-        n = sum(self.ntok)
-        return {'prompt_tokens': self.n_prompt, 'completion_tokens': n, 'total_tokens': self.n_prompt + n}
+# %% ../nbs/63_server.ipynb #5e7a000b
+@patch
+def usage(self: Job) -> dict:
+    "The answer's token counts, as OpenAI's `usage` object."
+    n = sum(self.ntok)
+    return {'prompt_tokens': self.n_prompt, 'completion_tokens': n, 'total_tokens': self.n_prompt + n}
 
-    def echo(self, i) -> str: return self.prefix[i // self.n] if self.prefix else ''
+@patch
+def echo(self: Job, i) -> str:
+    "The echoed prompt of choice `i` (text completions with `echo`), else ''."
+    return self.prefix[i // self.n] if self.prefix else ''
 
-    def choice(self, i, text, finish) -> dict:
-        "Choice `i` of the whole answer (with its log-probabilities, if asked: call once per choice)."
-        if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text, 'refusal': None}, 'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
-        head = self.prompt_logprobs(i) if self.prompt_lp else None        # the echoed prompt's tokens come first
-        lp = self.logprobs(i, text, finish)
-        if head: lp = _joined(head, lp)
-        return {'index': i, 'text': self.echo(i) + text, 'logprobs': lp, 'finish_reason': finish}
+@patch
+def choice(self: Job, i, text, finish) -> dict:
+    "Choice `i` of the whole answer (with its log-probabilities, if asked: call once per choice)."
+    if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text, 'refusal': None}, 'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
+    head = self.prompt_logprobs(i) if self.prompt_lp else None        # the echoed prompt's tokens come first
+    lp = self.logprobs(i, text, finish)
+    if head: lp = _joined(head, lp)
+    return {'index': i, 'text': self.echo(i) + text, 'logprobs': lp, 'finish_reason': finish}
 
-    def chunk(self, i, text, finish=None, logprobs=None) -> dict:
-        "A streamed chunk of choice `i`: new `text` (None: none) and/or its finish reason."
-        if self.chat:
-            delta = {} if text is None else {'content': text}
-            return {'id': self.rid, 'object': 'chat.completion.chunk', 'created': self.created, 'model': self.model,
-                    'choices': [{'index': i, 'delta': delta, 'logprobs': logprobs, 'finish_reason': finish}]}
-        return {'id': self.rid, 'object': 'text_completion', 'created': self.created, 'model': self.model,
-                'choices': [{'index': i, 'text': text or '', 'logprobs': logprobs, 'finish_reason': finish}]}
+@patch
+def chunk(self: Job, i, text, finish=None, logprobs=None) -> dict:
+    "A streamed chunk of choice `i`: new `text` (None: none) and/or its finish reason."
+    if self.chat:
+        delta = {} if text is None else {'content': text}
+        return {'id': self.rid, 'object': 'chat.completion.chunk', 'created': self.created, 'model': self.model,
+                'choices': [{'index': i, 'delta': delta, 'logprobs': logprobs, 'finish_reason': finish}]}
+    return {'id': self.rid, 'object': 'text_completion', 'created': self.created, 'model': self.model,
+            'choices': [{'index': i, 'text': text or '', 'logprobs': logprobs, 'finish_reason': finish}]}
 
-    async def release(self, fn, *args) -> str:
-        "Call `fn` (a `Release` method): in a worker thread when a gate is asked (a check may take a while)."
-        return await asyncio.to_thread(fn, *args) if self.moderated else fn(*args)
+# %% ../nbs/63_server.ipynb #5e7a000e
+@patch
+async def release(self: Job, fn, *args) -> str:
+    "Call `fn` (a `Release` method): in a worker thread when a gate is asked (a check may take a while)."
+    return await asyncio.to_thread(fn, *args) if self.moderated else fn(*args)
 
-    async def done(self, i, ev) -> tuple[str, str]:
-        "Choice `i` ended with event `ev`: the text still to show and the finish reason (the gate may refuse)."
-        self.finish[i], self.ntok[i] = ev[1], ev[2]
-        text = await self.release(self.releases[i].end, ev[3])
-        return text, 'content_filter' if self.releases[i].refused else ev[1]
+@patch
+async def done(self: Job, i, ev) -> tuple[str, str]:
+    "Choice `i` ended with event `ev`: the text still to show and the finish reason (the gate may refuse)."
+    self.finish[i], self.ntok[i] = ev[1], ev[2]
+    text = await self.release(self.releases[i].end, ev[3])
+    return text, 'content_filter' if self.releases[i].refused else ev[1]
 
 # %% ../nbs/63_server.ipynb #b3d2f005
 def token_text(tok, prev, t) -> str:
@@ -643,7 +656,8 @@ def response_object(job: Job, body: dict, status: str = 'in_progress', item: dic
             'top_p': used['top_p'], 'presence_penalty': body.get('presence_penalty') or 0.0,
             'frequency_penalty': body.get('frequency_penalty') or 0.0, 'top_logprobs': 0, 'reasoning': {'effort': None, 'summary': None},
             'max_tool_calls': None, 'background': False, 'service_tier': 'default',
-            'safety_identifier': body.get('safety_identifier'), 'prompt_cache_key': body.get('prompt_cache_key'), 'text': {'format': {'type': 'text'}}, 'tool_choice': 'none', 'tools': [],
+            'safety_identifier': body.get('safety_identifier'), 'prompt_cache_key': body.get('prompt_cache_key'),
+            'text': {'format': {'type': 'text'}}, 'tool_choice': 'none', 'tools': [],
             'truncation': 'disabled', 'metadata': body.get('metadata') or {},
             'usage': {'input_tokens': u['prompt_tokens'], 'input_tokens_details': {'cached_tokens': 0, 'cache_write_tokens': 0},
                       'output_tokens': u['completion_tokens'], 'output_tokens_details': {'reasoning_tokens': 0},
