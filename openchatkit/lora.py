@@ -216,10 +216,10 @@ def _mean(self: LoraTrainer, t):
 @patch
 def forward_loss(self: LoraTrainer, x, y):
     "The loss of one micro-batch (`loss_fn` of 21_pipeline over the model's logits)."
-    from openchatkit.pipeline import loss_fn, doc_positions, doc_mask
+    from openchatkit.pipeline import loss_fn, doc_positions
     x, kw = x.to(self.device), {}
-    if self.sep is not None:                          # each document at positions from 0, attending only to itself
-        kw['position_ids'] = doc_positions(x, self.sep); kw['attention_mask'] = doc_mask(kw['position_ids'])
+    if self.sep is not None:     # each document at positions from 0: transformers masks packed documents apart by them (no cache)
+        kw = dict(position_ids=doc_positions(x, self.sep), use_cache=False)
     with self._autocast(): logits = self.model(input_ids=x, **kw).logits
     return loss_fn(logits, y.to(self.device))
 

@@ -10,8 +10,66 @@ from .core import OCKError
 from .models import get_family, num_layers, hf_prefixes, HFWeights
 
 # %% auto #0
-__all__ = ['LOAD_LOG', 'EmbedPipe', 'BlockPipe', 'NormPipe', 'HeadPipe', 'tied_head_forward', 'doc_positions', 'doc_mask',
-           'layer_specs', 'SequentialLM', 'build_sequential', 'loss_fn']
+__all__ = ['LOAD_LOG', 'doc_positions', 'doc_mask', 'doc_attention', 'packed_attention', 'packed_config', 'EmbedPipe',
+           'BlockPipe', 'NormPipe', 'HeadPipe', 'tied_head_forward', 'layer_specs', 'SequentialLM', 'build_sequential',
+           'loss_fn']
+
+# %% ../nbs/21_pipeline.ipynb #d0c5a002
+def doc_positions(input_ids, sep: int):
+    "Each token's position in its document: counting from 0 after each `sep` token (the end-of-text that joins packed documents)."
+    idx = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
+    last = torch.cummax(torch.where(input_ids == sep, idx, -1), dim=-1).values          # the latest sep at or before each token
+    return idx - torch.cat([torch.full_like(last[..., :1], -1), last[..., :-1]], -1) - 1   # ... strictly before it
+
+def doc_mask(pos):
+    "Where a token may attend (`[B, 1, S, S]`, True: yes): earlier tokens of its own document; None if the block is one document."
+    if not bool((pos[:, 1:] == 0).any()): return None
+    doc = (pos == 0).cumsum(-1)
+    causal = torch.ones(pos.shape[-1], pos.shape[-1], dtype=torch.bool, device=pos.device).tril()
+    return (causal & (doc[:, :, None] == doc[:, None, :]))[:, None]
+
+# %% ../nbs/21_pipeline.ipynb #d0c5a007
+def _tile(pos) -> int | None:
+    "The tile for the documents of positions `pos`: the smallest power of two >= 64 spanning the longest; None: attend densely."
+    S, L = pos.shape[-1], int(pos.max()) + 1
+    T = max(64, 1 << (L - 1).bit_length())
+    return T if 4 * T <= S and S % T == 0 else None
+
+def doc_attention(q, k, v, pos, scale=None, dropout=0.0):
+    "Causal attention within each packed document (`pos`: positions restarting at 0), `[B, H, S, D]` in and out."
+    B, H, S, D = q.shape
+    doc = (pos == 0).cumsum(-1).expand(B, S)                 # each token's document
+    T = _tile(pos)
+    if T is None:
+        mask = torch.ones(S, S, dtype=torch.bool, device=q.device).tril() & (doc[:, :, None] == doc[:, None, :])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=dropout, scale=scale)
+    n = S // T                                               # query tile i sees key tiles i-1 and i: [B, H, n, 2T, D]
+    win = lambda t: F.pad(t, (0, 0, T, 0)).unfold(2, 2 * T, T).transpose(-1, -2)
+    dk = F.pad(doc, (T, 0), value=-1).unfold(1, 2 * T, T)    # the documents of those keys (-1: before the block)
+    mask = (doc.view(B, n, T)[..., :, None] == dk[..., None, :]) & torch.ones(T, 2 * T, dtype=torch.bool, device=q.device).tril(T)
+    flat = lambda t: t.transpose(1, 2).reshape(B * n, H, *t.shape[-2:])
+    out = F.scaled_dot_product_attention(flat(q.view(B, H, n, T, D)), flat(win(k)), flat(win(v)),
+                                         attn_mask=mask.reshape(B * n, 1, T, 2 * T), dropout_p=dropout, scale=scale)
+    return out.view(B, n, H, T, D).transpose(1, 2).reshape(B, H, S, D)
+
+# %% ../nbs/21_pipeline.ipynb #d0c5a00b
+def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_ids=None, **kwargs):
+    "A transformers attention function: `doc_attention` over the packed documents of `position_ids`, else transformers' sdpa."
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward, repeat_kv
+    if attention_mask is None and position_ids is not None and query.shape[2] > 1 and bool((position_ids[:, 1:] == 0).any()):
+        g = getattr(module, 'num_key_value_groups', 1)
+        out = doc_attention(query, repeat_kv(key, g), repeat_kv(value, g), position_ids, scaling, dropout)
+        return out.transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+def packed_config(config):
+    "A copy of `config` for building a pipeline layer: attention by `packed_attention` ('ock_packed'), or FlashAttention if asked."
+    import copy
+    from transformers import AttentionInterface
+    AttentionInterface.register('ock_packed', packed_attention)
+    c = copy.copy(config)
+    if not str(getattr(config, '_attn_implementation', None)).startswith('flash_attention'): c._attn_implementation = 'ock_packed'
+    return c
 
 # %% ../nbs/21_pipeline.ipynb #b3401b8f
 LOAD_LOG: list = []
@@ -53,18 +111,17 @@ class EmbedPipe(_PipeLayer):
 
 # %% ../nbs/21_pipeline.ipynb #b3401b85
 class BlockPipe(_PipeLayer):
-    "Pipeline layers 1..L: one transformers decoder layer (causal sdpa attention, RoPE computed locally)."
+    "Pipeline layers 1..L: one transformers decoder layer (causal attention, within each document when packed; RoPE computed locally)."
     def __init__(self, config, model_dir=None, idx=1, amp=None):
         super().__init__()
         Layer, Rotary = get_family(config).classes()
-        self._setup(config, model_dir, idx, amp, lambda: setattr(self, 'layer', Layer(config, idx - 1)))
+        self._setup(config, model_dir, idx, amp, lambda: setattr(self, 'layer', Layer(packed_config(config), idx - 1)))
         self.rotary = Rotary(config)     # non-persistent buffers only: not in any checkpoint
     def forward(self, x):
         h, pos = x if isinstance(x, tuple) else (x, None)         # (hidden, positions) when documents are masked
-        mask = None if pos is None else doc_mask(pos)
         if pos is None: pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-        with self._ctx(h):
-            out = self.layer(h, attention_mask=mask, position_ids=pos, position_embeddings=self.rotary(h, position_ids=pos))
+        with self._ctx(h):                                          # the positions say where documents start (packed_attention)
+            out = self.layer(h, attention_mask=None, position_ids=pos, position_embeddings=self.rotary(h, position_ids=pos))
         out = out[0] if isinstance(out, tuple) else out
         out = out.float() if self.amp else out
         return (out, x[1]) if isinstance(x, tuple) else out
@@ -90,20 +147,6 @@ def tied_head_forward(embed: EmbedPipe, h):
     "The LM head of a tied model: the embedding matrix, used from the last stage."
     with embed._ctx(h): out = F.linear(h, embed.embed.weight)
     return out.float() if embed.amp else out
-
-# %% ../nbs/21_pipeline.ipynb #d0c5a002
-def doc_positions(input_ids, sep: int):
-    "Each token's position in its document: counting from 0 after each `sep` token (the end-of-text that joins packed documents)."
-    idx = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
-    last = torch.cummax(torch.where(input_ids == sep, idx, -1), dim=-1).values          # the latest sep at or before each token
-    return idx - torch.cat([torch.full_like(last[..., :1], -1), last[..., :-1]], -1) - 1   # ... strictly before it
-
-def doc_mask(pos):
-    "Where a token may attend (`[B, 1, S, S]`, True: yes): earlier tokens of its own document; None if the block is one document."
-    if not bool((pos[:, 1:] == 0).any()): return None
-    doc = (pos == 0).cumsum(-1)
-    causal = torch.ones(pos.shape[-1], pos.shape[-1], dtype=torch.bool, device=pos.device).tril()
-    return (causal & (doc[:, :, None] == doc[:, None, :]))[:, None]
 
 # %% ../nbs/21_pipeline.ipynb #8356f772
 def layer_specs(config, model_dir=None, amp=None, sep: int | None = None) -> list:
