@@ -40,9 +40,9 @@ def doc_attention(q, k, v, pos, scale=None, dropout=0.0):
     B, H, S, D = q.shape
     doc = (pos == 0).cumsum(-1).expand(B, S)                 # each token's document
     T = _tile(pos)
-    if T is None:
-        mask = torch.ones(S, S, dtype=torch.bool, device=q.device).tril() & (doc[:, :, None] == doc[:, None, :])
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=dropout, scale=scale)
+    if T is None:                                            # the dense mask (None for one document: SDPA's causal kernel)
+        mask = doc_mask(pos.expand(B, S))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout, scale=scale)
     n = S // T                                               # query tile i sees key tiles i-1 and i: [B, H, n, 2T, D]
     win = lambda t: F.pad(t, (0, 0, T, 0)).unfold(2, 2 * T, T).transpose(-1, -2)
     dk = F.pad(doc, (T, 0), value=-1).unfold(1, 2 * T, T)    # the documents of those keys (-1: before the block)
