@@ -30,7 +30,8 @@ def main():
     cm = ChatModel.load(d, device='cpu')
     cm.eos_ids = set()                                     # a random model may say end-of-text: force the full length
     m, tok = cm.model, cm.tokenizer
-    m.generation_config.eos_token_id = None; m.generation_config.pad_token_id = tok.pad_token_id
+    m.generation_config.eos_token_id = None
+    m.generation_config.pad_token_id = tok.pad_token_id
     print(f"model: gpt_neox hidden={a.hidden} layers={a.layers}, {sum(p.numel() for p in m.parameters())/1e6:.2f}M params, "
           f"torch threads={torch.get_num_threads()}")
 
@@ -46,14 +47,18 @@ def main():
         assert out.shape[1] - ids.shape[1] == a.new
         return a.new / dt
     def streamed():
-        t = time.perf_counter(); n = 0
+        t = time.perf_counter()
+        n = 0
         for _ in cm.stream(prompt, max_new_tokens=a.new, do_sample=False, stop=(), use_cache=False): n += 1
         dt = time.perf_counter() - t
         assert cm.last.new_tokens == a.new, cm.last
         return a.new / dt
-    bare(); streamed()                                     # warm-up
+    bare()
+    streamed()                                     # warm-up
     b, s = [], []
-    for _ in range(a.repeats): b.append(bare()); s.append(streamed())
+    for _ in range(a.repeats):
+        b.append(bare())
+        s.append(streamed())
     print(f"bare generate : best {max(b):7.1f} tok/s (median {statistics.median(b):.1f})")
     print(f"ChatModel.stream: best {max(s):7.1f} tok/s (median {statistics.median(s):.1f})")
     print(f"RATIO streaming/bare tok/s = {max(s)/max(b):.3f}   (goal >= 0.97; medians {statistics.median(s)/statistics.median(b):.3f})")
@@ -62,7 +67,9 @@ def main():
     question = ("Here is a fairly long question number {i}, which adds a good number of tokens to the history of "
                 "this conversation so that re-encoding it every turn costs something: what comes after {i}?")
     def conversation(use_cache):
-        cm.reset_cache(); c = Conversation(now=0); lat = []
+        cm.reset_cache()
+        c = Conversation(now=0)
+        lat = []
         for i in range(a.turns):
             c.push_human_turn(question.format(i=i))
             t = time.perf_counter()
@@ -72,10 +79,12 @@ def main():
     conversation(True)                                      # warm-up
     kept, reenc = [], []
     for _ in range(a.repeats):
-        kept.append(conversation(True)[0]); reenc.append(conversation(False)[0])
+        kept.append(conversation(True)[0])
+        reenc.append(conversation(False)[0])
     best = lambda runs, j: min(r[j] for r in runs)
     _, n_last = conversation(True)
-    rk = best(kept, a.turns - 1) / best(kept, 0); rr = best(reenc, a.turns - 1) / best(reenc, 0)
+    rk = best(kept, a.turns - 1) / best(kept, 0)
+    rr = best(reenc, a.turns - 1) / best(reenc, 0)
     print(f"turn 1 / turn {a.turns} latency: cache kept {best(kept, 0)*1e3:.0f} / {best(kept, a.turns-1)*1e3:.0f} ms, "
           f"re-encoding {best(reenc, 0)*1e3:.0f} / {best(reenc, a.turns-1)*1e3:.0f} ms (prompt at turn {a.turns}: {n_last} tokens)")
     print(f"RATIO turn{a.turns}/turn1 latency: cache kept = {rk:.2f}, re-encoding history = {rr:.2f}")

@@ -42,7 +42,8 @@ def generate(path: Path, size_mb: float, seed: int = 0) -> Path:
         while n < target:
             lines = ''.join(json.dumps({'text': f"{pool[rng.randrange(5000)]}\n<human>: And {k}?\n<bot>: {k}.",
                                         'metadata': {'source': 'bench'}}) + '\n' for k in range(n, n + 2000))
-            f.write(lines); n += len(lines)
+            f.write(lines)
+            n += len(lines)
     return path
 
 def naive(path, tok, seq_length):
@@ -51,9 +52,12 @@ def naive(path, tok, seq_length):
     with open(path) as f:
         for line in f:
             ids = tok(json.loads(line)['text'])['input_ids'] + [eos]
-            buf.extend(ids); tokens += len(ids)
+            buf.extend(ids)
+            tokens += len(ids)
             while len(buf) >= seq_length:
-                torch.tensor(buf[:seq_length], dtype=torch.long); buf = buf[seq_length:]; blocks += 1
+                torch.tensor(buf[:seq_length], dtype=torch.long)
+                buf = buf[seq_length:]
+                blocks += 1
     return tokens, blocks
 
 def pipeline(path, tok, seq_length, **kw):
@@ -63,7 +67,9 @@ def pipeline(path, tok, seq_length, **kw):
     return blocks * seq_length, blocks
 
 def timed(f, *a, **kw):
-    t = time.perf_counter(); tokens, blocks = f(*a, **kw); return tokens / (time.perf_counter() - t), tokens, blocks
+    t = time.perf_counter()
+    tokens, blocks = f(*a, **kw)
+    return tokens / (time.perf_counter() - t), tokens, blocks
 
 def rss(): return psutil.Process().memory_info().rss
 
@@ -75,9 +81,12 @@ def main():
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--dir', default=None, help='where to write the generated inputs (default: a temp dir)')
     a = ap.parse_args()
-    from loguru import logger; logger.remove(); logger.add(sys.stderr, level='WARNING')
+    from loguru import logger
+    logger.remove()
+    logger.add(sys.stderr, level='WARNING')
     from openchatkit.tiny import train_tokenizer
-    d = Path(a.dir or tempfile.mkdtemp(prefix='ock-bench-data-')); d.mkdir(parents=True, exist_ok=True)
+    d = Path(a.dir or tempfile.mkdtemp(prefix='ock-bench-data-'))
+    d.mkdir(parents=True, exist_ok=True)
     rng = random.Random(1)
     tok = train_tokenizer([chat(rng, i) for i in range(3000)], vocab_size=4096)
     print(f"tokenizer: byte-level BPE, vocab {len(tok)}; seq_length {a.seq_length}; {os.cpu_count()} CPUs")
@@ -91,7 +100,9 @@ def main():
     for _ in range(a.repeats):
         for name in best:
             if name == 'naive': r = timed(naive, small, tok, a.seq_length)
-            elif name == 'tokenizer alone': os.environ['TOKENIZERS_PARALLELISM'] = 'true'; r = timed(alone)
+            elif name == 'tokenizer alone':
+                os.environ['TOKENIZERS_PARALLELISM'] = 'true'
+                r = timed(alone)
             else:
                 os.environ['TOKENIZERS_PARALLELISM'] = 'false' if '1 thread' in name else 'true'
                 r = timed(pipeline, small, tok, a.seq_length, shuffle=False)
@@ -111,8 +122,11 @@ def main():
     s = PackedStream(str(big), tok, a.seq_length, cycle=False)
     base, peak, stop = rss(), [rss()], False
     def sample():
-        while not stop: peak[0] = max(peak[0], rss()); time.sleep(0.2)
-    th = threading.Thread(target=sample, daemon=True); th.start()
+        while not stop:
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.2)
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
     t, blocks, quarter, marks = time.perf_counter(), 0, 1, []
     it = iter(s)
     for _ in it:
@@ -120,10 +134,12 @@ def main():
         if blocks % 64 == 0:
             pos = s.state_dict()['sources'][0]['pos'][1]
             if pos >= quarter * size / 8:
-                marks.append((quarter, rss())); quarter += 1
+                marks.append((quarter, rss()))
+                quarter += 1
                 print(f"   {quarter - 1}/8 of the input read after {time.perf_counter() - t:.0f} s: RSS {marks[-1][1] / 2**20:,.0f} MiB, "
                       f"peak {peak[0] / 2**20:,.0f} MiB", flush=True)
-    stop = True; th.join()
+    stop = True
+    th.join()
     dt = time.perf_counter() - t
     marks.append((8, rss()))
     print(f"   {blocks:,} blocks = {blocks * a.seq_length / 1e6:,.1f} M tokens in {dt:.0f} s "

@@ -17,7 +17,8 @@ made locally: the cost is the same as the real model's, which cannot be download
 """
 import argparse, os, time, tempfile
 from pathlib import Path
-os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import numpy as np, faiss
 
 def data(n, d, nq, uniform, seed=0, n_centres=2000, spread=0.6):
@@ -37,7 +38,9 @@ def data(n, d, nq, uniform, seed=0, n_centres=2000, spread=0.6):
 def timed(f, reps=1):
     best = float('inf')
     for _ in range(reps):
-        t = time.perf_counter(); out = f(); best = min(best, time.perf_counter() - t)
+        t = time.perf_counter()
+        out = f()
+        best = min(best, time.perf_counter() - t)
     return out, best
 
 def recall(I, G, k=10): return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(I, G)]))
@@ -46,22 +49,28 @@ def part1(args):
     from openchatkit.retrieval import build_faiss_index, set_search_params
     print(f"== part 1: {args.n:,} {'uniform' if args.uniform else 'clustered'} random {args.d}-d unit vectors, "
           f"{args.nq} queries, k=10, {faiss.omp_get_max_threads()} threads")
-    t = time.perf_counter(); xb, xq = data(args.n, args.d, args.nq, args.uniform, n_centres=args.centres, spread=args.spread); print(f"data {time.perf_counter() - t:.1f}s")
-    flat = faiss.IndexFlatIP(args.d); flat.add(xb)
+    t = time.perf_counter()
+    xb, xq = data(args.n, args.d, args.nq, args.uniform, n_centres=args.centres, spread=args.spread)
+    print(f"data {time.perf_counter() - t:.1f}s")
+    flat = faiss.IndexFlatIP(args.d)
+    flat.add(xb)
     (_, G), t_exact = timed(lambda: flat.search(xq, 10))
     q1 = xq[:10]
     _, t1_exact = timed(lambda: [flat.search(q1[i:i + 1], 10) for i in range(len(q1))])
     rows = [('exact (Flat)', '', 1.0, t_exact, t1_exact / len(q1), 0.0)]
     nlist = args.nlist or int(4 * np.sqrt(args.n) / 4)        # fewer lists than the library default: faster to train here
     print(f"exact search {1000 * t_exact / args.nq:.2f} ms/query", flush=True)
-    t = time.perf_counter(); ivf = build_faiss_index(xb, 'ivf', nlist=nlist, train_size=40 * nlist); t_ivf = time.perf_counter() - t
+    t = time.perf_counter()
+    ivf = build_faiss_index(xb, 'ivf', nlist=nlist, train_size=40 * nlist)
+    t_ivf = time.perf_counter() - t
     for nprobe in args.nprobe:
         set_search_params(ivf, nprobe=nprobe)
         (_, I), ts = timed(lambda: ivf.search(xq, 10), 2)
         _, t1 = timed(lambda: [ivf.search(q1[i:i + 1], 10) for i in range(len(q1))])
         rows.append((f'IVF{nlist},Flat', f'nprobe={nprobe}', recall(I, G), ts, t1 / len(q1), t_ivf))
     print(f"IVF built in {t_ivf:.0f}s", flush=True)
-    t = time.perf_counter(); hnsw = build_faiss_index(xb, 'hnsw', hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
+    t = time.perf_counter()
+    hnsw = build_faiss_index(xb, 'hnsw', hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     t_hnsw = time.perf_counter() - t
     for ef in args.ef_search:
         set_search_params(hnsw, ef_search=ef)
@@ -94,7 +103,8 @@ def part2(args):
     sent = lambda: ' '.join(rng.choice(words, rng.integers(8, 18))).capitalize() + '.'
     n = args.snippets
     texts = [' '.join(sent() for _ in range(3)) for _ in range(n)]
-    t = time.perf_counter(); V = emb.encode(texts, batch_size=32)
+    t = time.perf_counter()
+    V = emb.encode(texts, batch_size=32)
     print(f"encoded {n} snippets for the index in {time.perf_counter() - t:.0f}s")
     index = build_faiss_index(V, 'flat')
     r_ours = Retriever(index, texts, [f'#{i}' for i in range(n)], emb, w=5, threshold=0.5)          # neighbours from the index
@@ -109,9 +119,14 @@ def part2(args):
                 out.append([expand_by_reencoding(r_ours, h.id, 5, 0.5) for h in hs])
             return out
         r_enc = Retriever(index, texts, r_ours.sources, emb, w=5, threshold=0.5, neighbours='encode')
-        def batched(): r_enc._cache.clear(); return [r_enc.search(q, k=k) for q in queries]
-        ours(); openchatkit()                           # warm up
-        a, t_ours = timed(ours, 2); b, t_ock = timed(openchatkit, 2); c, t_bat = timed(batched, 2)
+        def batched():
+            r_enc._cache.clear()
+            return [r_enc.search(q, k=k) for q in queries]
+        ours()
+        openchatkit()                           # warm up
+        a, t_ours = timed(ours, 2)
+        b, t_ock = timed(openchatkit, 2)
+        c, t_bat = timed(batched, 2)
         assert [[h.text for h in hs] for hs in a] == b == [[h.text for h in hs] for hs in c], "expansions differ"
         res[k] = (t_ours, t_ock, t_bat)
         nq = len(queries)
@@ -122,13 +137,17 @@ def part2(args):
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--n', type=int, default=1_000_000); ap.add_argument('--d', type=int, default=384)
-    ap.add_argument('--nq', type=int, default=300); ap.add_argument('--uniform', action='store_true')
+    ap.add_argument('--n', type=int, default=1_000_000)
+    ap.add_argument('--d', type=int, default=384)
+    ap.add_argument('--nq', type=int, default=300)
+    ap.add_argument('--uniform', action='store_true')
     ap.add_argument('--nlist', type=int, default=None)
     ap.add_argument('--nprobe', type=int, nargs='+', default=[16, 32, 64, 128])
-    ap.add_argument('--hnsw-m', type=int, default=16); ap.add_argument('--ef-construction', type=int, default=32)
+    ap.add_argument('--hnsw-m', type=int, default=16)
+    ap.add_argument('--ef-construction', type=int, default=32)
     ap.add_argument('--ef-search', type=int, nargs='+', default=[64, 128, 256, 512])
-    ap.add_argument('--snippets', type=int, default=400); ap.add_argument('--queries', type=int, default=5)
+    ap.add_argument('--snippets', type=int, default=400)
+    ap.add_argument('--queries', type=int, default=5)
     ap.add_argument('--skip', choices=['1', '2'], default=None, help='skip part 1 or 2')
     ap.add_argument('--centres', type=int, default=10_000, help='clusters in the mixture')
     ap.add_argument('--spread', type=float, default=0.8, help='noise norm around a centre (centres have norm 1)')
@@ -136,7 +155,8 @@ if __name__ == '__main__':
     args = ap.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-        import torch; torch.set_num_threads(args.threads)
+        import torch
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.skip != '1': part1(args)
     if args.skip != '2': part2(args)

@@ -16,7 +16,8 @@ async def client(c, url, model, i, requests, max_tokens):
         r = await c.post(url + '/v1/chat/completions', json={
             'model': model, 'max_tokens': max_tokens, 'temperature': 0.8, 'seed': 1000 * i + j, 'ignore_eos': True,
             'messages': [{'role': 'user', 'content': f'Client {i} asks question number {j}: tell me a story.'}]})
-        r.raise_for_status(); toks += r.json()['usage']['completion_tokens']
+        r.raise_for_status()
+        toks += r.json()['usage']['completion_tokens']
     return toks
 
 async def run(url, model, clients, requests, max_tokens):
@@ -28,8 +29,10 @@ async def run(url, model, clients, requests, max_tokens):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--model'); ap.add_argument('--clients', type=int, default=8)
-    ap.add_argument('--requests', type=int, default=4); ap.add_argument('--max-tokens', type=int, default=64)
+    ap.add_argument('--model')
+    ap.add_argument('--clients', type=int, default=8)
+    ap.add_argument('--requests', type=int, default=4)
+    ap.add_argument('--max-tokens', type=int, default=64)
     ap.add_argument('--threads', type=int, default=1)
     a = ap.parse_args()
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
@@ -38,7 +41,8 @@ def main():
     if model is None:
         from openchatkit.tiny import save_tiny_model
         model = str(save_tiny_model(Path(tempfile.mkdtemp())/'tiny', 'gpt_neox'))
-    port = free_port(); url = f'http://127.0.0.1:{port}'
+    port = free_port()
+    url = f'http://127.0.0.1:{port}'
     p = subprocess.Popen([str(Path(sys.executable).parent/'ock-serve'), '--model', model, '--port', str(port),
                           '--model-name', 'bench', '--log-level', 'warning', '--threads', str(a.threads),
                           '--max-batch', str(max(16, a.clients))], env=env)
@@ -54,7 +58,8 @@ def main():
         tn, dn = asyncio.run(run(url, 'bench', a.clients, a.requests, a.max_tokens))
         stats = httpx.get(url + '/health').json()['stats']
     finally:
-        p.send_signal(2); p.wait(30)
+        p.send_signal(2)
+        p.wait(30)
     r1, rn = t1 / d1, tn / dn
     print(f"1 client : {t1} tokens in {d1:.2f}s = {r1:.1f} tok/s")
     print(f"{a.clients} clients: {tn} tokens in {dn:.2f}s = {rn:.1f} tok/s (largest batch {stats['max_active']})")

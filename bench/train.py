@@ -50,7 +50,9 @@ def main():
         torch.set_num_threads(threads)
         cfg = load_train_config(base, [f'output_dir={tmp}/ref'])
         reference_train(cfg, steps=1)                      # warm-up (allocations, first-call costs)
-        t = time.perf_counter(); reference_train(cfg, steps=a.steps - 2); dt = time.perf_counter() - t
+        t = time.perf_counter()
+        reference_train(cfg, steps=a.steps - 2)
+        dt = time.perf_counter() - t
         return (a.steps - 2) * tokens_per_step / dt
 
     ncores = os.cpu_count() or 1
@@ -90,7 +92,9 @@ def packing(a):
         times = {False: [], True: []}
         for _ in range(3):
             for m, c in cfgs.items():
-                t = time.perf_counter(); reference_train(c); times[m].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                reference_train(c)
+                times[m].append(time.perf_counter() - t)
         tok = {m: a.steps * 8192 / statistics.median(v) for m, v in times.items()}
         print(f"seq {seq:4d}: unmasked {tok[False]:7.0f} tok/s, masked {tok[True]:7.0f} tok/s, "
               f"ratio masked/unmasked {tok[True] / tok[False]:.3f} ({(1 - tok[True] / tok[False]) * 100:+.1f} % slower)")

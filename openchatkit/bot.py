@@ -68,8 +68,12 @@ def cmdloop(self: ChatShell, intro: str | None = INTRO):
     if intro: self.print(intro)
     while True:
         try: line = self.readline()
-        except KeyboardInterrupt: self.print(); break
-        if line is None: self.print(); break
+        except KeyboardInterrupt:
+            self.print()
+            break
+        if line is None:
+            self.print()
+            break
         if self.onecmd(line): break
 
 @patch
@@ -82,9 +86,12 @@ def onecmd(self: ChatShell, line: str) -> bool:
     if name == '?': name = 'help'
     f = getattr(self, f'do_{name}', None)
     if f is None:
-        self.print(f"unknown command /{name}: type /help for the list"); return False
+        self.print(f"unknown command /{name}: type /help for the list")
+        return False
     try: return bool(f(arg.strip()))
-    except OCKError as e: self.print(f"error: {e}"); return False
+    except OCKError as e:
+        self.print(f"error: {e}")
+        return False
 
 # %% ../nbs/61_bot.ipynb #4a0f6467
 @patch
@@ -95,12 +102,17 @@ def do_say(self: ChatShell, arg: str):
     first, held = [True], ['']           # whitespace is held back until more text follows: every reply ends with one newline
     def show(piece):
         if first[0]: piece = piece.lstrip()
-        piece = held[0] + piece; held[0] = piece[len(piece.rstrip()):]
-        if piece.rstrip(): first[0] = False; self.print(piece.rstrip(), end='')
+        piece = held[0] + piece
+        held[0] = piece[len(piece.rstrip()):]
+        if piece.rstrip():
+            first[0] = False
+            self.print(piece.rstrip(), end='')
     self.last_context = []
     try: r = chat_turn(self.model, self.conv, text, self.gen_kwargs(), self.retriever, self.gate, self.k,
                        on_piece=show if self.stream else None, on_note=self.print, chat_template=self.chat_template)
-    except ContextOverflow as e: self.print(f"error: {e}"); return
+    except ContextOverflow as e:
+        self.print(f"error: {e}")
+        return
     self.last_context = r.context
     if r.status == 'interrupted': self.print(('' if first[0] else '\n') + '[interrupted]')
     elif r.streamed: self.print()
@@ -109,7 +121,9 @@ def do_say(self: ChatShell, arg: str):
 @patch
 def do_raw_say(self: ChatShell, arg: str):
     "/raw_say TEXT: continue TEXT as a raw prompt, without the conversation (stop words still apply)."
-    if not arg: self.print("usage: /raw_say TEXT"); return
+    if not arg:
+        self.print("usage: /raw_say TEXT")
+        return
     self.print(self.model.generate(arg, **self.gen_kwargs()))
 
 @patch
@@ -120,7 +134,8 @@ def do_raw_prompt(self: ChatShell, arg: str = ''):
 # %% ../nbs/61_bot.ipynb #a56deafd
 @patch
 def reset(self: ChatShell, quiet=False):
-    self.conv = Conversation(now=self.now, system=self.system, seed=self.gen.get('seed')); self.last_context = []   # a seed: the day's clock
+    self.conv = Conversation(now=self.now, system=self.system, seed=self.gen.get('seed'))
+    self.last_context = []   # a seed: the day's clock
     self.model.reset_cache()
 
 @patch
@@ -139,7 +154,8 @@ def do_load(self: ChatShell, arg: str):
     from pathlib import Path
     p = Path(arg).expanduser()
     if not p.is_file(): raise OCKError(f"no such file: {arg}")
-    self.conv = Conversation.from_raw_prompt(p.read_text(encoding='utf-8')); self.last_context = []
+    self.conv = Conversation.from_raw_prompt(p.read_text(encoding='utf-8'))
+    self.last_context = []
     self.print(f"loaded {len(self.conv.turns)} turns from {arg}")
 
 @patch
@@ -178,8 +194,12 @@ def do_set(self: ChatShell, arg: str):
 @patch
 def do_context(self: ChatShell, arg: str = ''):
     "/context: show what retrieval added to the last turn."
-    if self.retriever is None: self.print("retrieval is off (start with --retrieval)"); return
-    if not self.last_context: self.print("no context was added to the last turn"); return
+    if self.retriever is None:
+        self.print("retrieval is off (start with --retrieval)")
+        return
+    if not self.last_context:
+        self.print("no context was added to the last turn")
+        return
     for h in self.last_context:
         src, score = getattr(h, 'source', ''), getattr(h, 'score', None)
         head = ' '.join(x for x in [f"[{src}]" if src else '', f"score {score:.3f}" if isinstance(score, (int, float)) else ''] if x)
@@ -197,7 +217,8 @@ def do_help(self: ChatShell, arg: str = ''):
     cmds = [n[3:] for n in dir(self) if n.startswith('do_') and n != 'do_exit']
     if arg:
         f = getattr(self, f"do_{arg.lstrip('/')}", None)
-        self.print(f.__doc__ if f else f"unknown command /{arg.lstrip('/')}"); return
+        self.print(f.__doc__ if f else f"unknown command /{arg.lstrip('/')}")
+        return
     self.print("Plain text is said to the model. Commands:")
     for n in ['say', 'raw_say', 'raw_prompt', 'reset', 'hyperparameters', 'set', 'context', 'save', 'load', 'help', 'quit']:
         if n in cmds: self.print('  ' + getattr(self, f'do_{n}').__doc__)
@@ -237,7 +258,8 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
     from openchatkit.inference import parse_memory, check_memory
     from openchatkit.models import resolve_model
     from openchatkit.core import get_device
-    resolve_model(name); check_memory(parse_memory(gpu_vram, cpu_ram))
+    resolve_model(name)
+    check_memory(parse_memory(gpu_vram, cpu_ram))
     dev = get_device(f'cuda:{gpu_id}' if gpu_id is not None and device == 'auto' else device)
     print(f"Loading {name} to {dev}...", flush=True)
     cm = ChatModel.load(name, device=str(dev), dtype=dtype, gpu_vram=gpu_vram, cpu_ram=cpu_ram,
@@ -245,8 +267,10 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
                         trust_remote_code=trust_remote_code)
     retriever = gate = None
     if retrieval is not None:
-        print("Loading retrieval index...", flush=True); retriever = load_retrieval(retrieval)
+        print("Loading retrieval index...", flush=True)
+        retriever = load_retrieval(retrieval)
     if moderation is not None:
-        print("Loading moderation model...", flush=True); gate = load_moderation(moderation)
+        print("Loading moderation model...", flush=True)
+        gate = load_moderation(moderation)
     ChatShell(cm, gen=gen, stream=not no_stream, retriever=retriever, gate=gate, chat_template=chat_template,
               system=system).cmdloop()

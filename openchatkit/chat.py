@@ -134,7 +134,9 @@ def chat_turn(model: ChatModel, conv: Conversation, text: str, gen: dict | None 
         if rel.refused: raise _Refused
     try: reply = model.chat(conv, callback=show if streamed else None, chat_template=chat_template, **(gen or {}))
     except KeyboardInterrupt: return TurnResult(model.record(conv, truncated=True), 'interrupted', hits, streamed)
-    except ContextOverflow: del conv.turns[n:]; raise
+    except ContextOverflow:
+        del conv.turns[n:]
+        raise
     except _Refused: reply = None
     rest = rel.end(reply) if reply is not None else ''
     if rel.refused:

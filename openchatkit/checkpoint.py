@@ -44,7 +44,9 @@ def atomic_torch_save(obj, path):
     path = str(path)
     with writing(path):
         with open(path + '.part', 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(path + '.part', path)
 
 # %% ../nbs/23_checkpoint.ipynb #c4e0b008
@@ -85,13 +87,18 @@ def publish_checkpoint(tmp: Path, final: Path, meta: dict, keep: int = 0) -> Pat
     """Make `tmp`, a checkpoint every rank has finished writing, the checkpoint `final`: write its `meta.json`, fsync,
     rename it into place (moving an older copy of the tag aside first) and only then point `latest` at it, so a kill
     at any moment leaves `latest` naming a complete checkpoint. Then keep the newest `keep`."""
-    tmp, final = Path(tmp), Path(final); ckpt_dir = final.parent
+    tmp, final = Path(tmp), Path(final)
+    ckpt_dir = final.parent
     with writing(tmp/'meta.json'): (tmp/'meta.json').write_text(json.dumps(meta, indent=1, default=str))
     for f in tmp.iterdir(): _fsync(f)
     _fsync(tmp)
     old = None
-    if final.exists(): old = final.with_name(f'{final.name}.old'); shutil.rmtree(old, ignore_errors=True); os.rename(final, old)
-    os.rename(tmp, final); _fsync(ckpt_dir)
+    if final.exists():
+        old = final.with_name(f'{final.name}.old')
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(tmp, final)
+    _fsync(ckpt_dir)
     with writing(ckpt_dir/'latest'): atomic_write_text(ckpt_dir/'latest', final.name)   # LAST: names only a complete checkpoint
     _fsync(ckpt_dir)
     if old: shutil.rmtree(old, ignore_errors=True)
@@ -102,7 +109,9 @@ def remove_stale(ckpt_dir) -> list[Path]:
     "Remove the `*.tmp` and `*.old` directories a killed save left in `ckpt_dir`; returns what it removed."
     ck = Path(ckpt_dir)
     gone = sorted(list(ck.glob('*.tmp')) + list(ck.glob('*.old'))) if ck.exists() else []
-    for d in gone: print(f"removing incomplete {d}", flush=True); shutil.rmtree(d, ignore_errors=True)
+    for d in gone:
+        print(f"removing incomplete {d}", flush=True)
+        shutil.rmtree(d, ignore_errors=True)
     return gone
 
 # %% ../nbs/23_checkpoint.ipynb #6d62f9b7
@@ -156,7 +165,9 @@ def resolve_adapter(src) -> Path:
 
 def is_lora(src) -> bool:
     "Whether `src` is a LoRA adapter, checkpoint or run (what `ock-convert` needs `--merge-lora` for)."
-    try: resolve_adapter(src); return True
+    try:
+        resolve_adapter(src)
+        return True
     except OCKError: return False
 
 # %% ../nbs/23_checkpoint.ipynb #d7c1f6ce
@@ -187,15 +198,21 @@ def plot_loss(output_dir) -> Path | None:
     "Write `loss_curve.png` of the run in `output_dir`."
     recs = read_metrics(output_dir)
     if not recs: return None
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r['step'] for r in recs], [r['loss'] for r in recs], label='train loss', lw=1)
     ev = [r for r in recs if 'eval_loss' in r]
     if ev: ax.plot([r['step'] for r in ev], [r['eval_loss'] for r in ev], 'o-', label='eval loss')
-    ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend(); ax.grid(alpha=.3)
+    ax.set_xlabel('step')
+    ax.set_ylabel('loss')
+    ax.legend()
+    ax.grid(alpha=.3)
     p = Path(output_dir)/'loss_curve.png'
-    fig.tight_layout(); fig.savefig(p, dpi=100); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
     return p
 
 # %% ../nbs/23_checkpoint.ipynb #c4e0b0a2
@@ -212,14 +229,19 @@ class StepLog:
     def __call__(self, step: int, rec: dict) -> dict:
         "Complete `rec` (the step's loss, lr, …) with throughput and tokens, and record it."
         now = self.clock()
-        rec['tok_s'] = (step - self.last_step) * self.tps / max(now - self.last_t, 1e-9); self.last_t, self.last_step = now, step
+        rec['tok_s'] = (step - self.last_step) * self.tps / max(now - self.last_t, 1e-9)
+        self.last_t, self.last_step = now, step
         rec['tokens'] = step * self.tps
         if self.main:
-            with writing(self.f.name): self.f.write(json.dumps({'step': step, **rec}) + '\n'); self.f.flush()
+            with writing(self.f.name):
+                self.f.write(json.dumps({'step': step, **rec}) + '\n')
+                self.f.flush()
             if step % self.log_every == 0 or 'eval_loss' in rec: self.log.log(rec, step)
-            self.bar.update(step - self.bar.n); self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
         return rec
 
     def close(self):
-        self.bar.close(); self.log.finish()
+        self.bar.close()
+        self.log.finish()
         if self.f: self.f.close()

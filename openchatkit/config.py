@@ -108,7 +108,8 @@ def _unknown(key, where):
     return OCKError(f"{where}: unknown config key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ''))
 
 def _coerce(key, val, where):
-    f = _FIELDS[key]; t = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type))
+    f = _FIELDS[key]
+    t = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type))
     if val is None: return None
     try:
         if t == 'int':

@@ -155,7 +155,9 @@ def to_messages(self: Conversation) -> list[dict]:
     msgs, ctx = [], []
     for role, text in self.turns:
         if role == 'context': ctx.append(text)
-        elif role == 'human': msgs.append({'role': 'user', 'content': '\n\n'.join(ctx + [text])}); ctx = []
+        elif role == 'human':
+            msgs.append({'role': 'user', 'content': '\n\n'.join(ctx + [text])})
+            ctx = []
         else: msgs.append({'role': 'assistant', 'content': text.strip()})
     if ctx: msgs.append({'role': 'user', 'content': '\n\n'.join(ctx)})
     return msgs
@@ -222,7 +224,9 @@ def exchanges(self: Conversation) -> list[list[tuple[str, str]]]:
     groups, cur = [], []
     for role, text in self.turns:
         cur.append((role, text))
-        if role == 'bot': groups.append(cur); cur = []
+        if role == 'bot':
+            groups.append(cur)
+            cur = []
     if cur: groups.append(cur)
     return groups
 

@@ -54,7 +54,9 @@ def checkpoint_tensors(ckpt):
         pre = hf_prefixes(cfg, i, head)
         for k, v in sd.items():
             for lp, hp in pre:
-                if k.startswith(lp): yield hp + k[len(lp):], v; break
+                if k.startswith(lp):
+                    yield hp + k[len(lp):], v
+                    break
             else: raise OCKError(f"{d}: unexpected tensor {k!r} in pipeline layer {i}")
         del sd
 
@@ -76,24 +78,29 @@ def convert_checkpoint(ckpt, out_dir, dtype: str | None = None, max_shard_gb: fl
     dt = get_dtype(dtype) if dtype else None
     limit = int(max_shard_gb * 2**30)
     with atomic_path(out_dir, is_dir=True) as tmp:
-        tmp = Path(tmp); shards, cur, size, index = [], {}, 0, {}
+        tmp = Path(tmp)
+        shards, cur, size, index = [], {}, 0, {}
         def flush():
             nonlocal cur, size
             if not cur: return
             name = f'model-{len(shards)+1:05d}.safetensors'
             save_file(cur, str(tmp/name), metadata={'format': 'pt'})
-            shards.append(name); index.update({k: name for k in cur}); cur, size = {}, 0
+            shards.append(name)
+            index.update({k: name for k in cur})
+            cur, size = {}, 0
         seen = None
         for name, t in checkpoint_tensors(d):
             t = (t.to(dt) if dt is not None and t.is_floating_point() else t).contiguous()
             if seen is None and t.is_floating_point(): seen = t.dtype
             if size and size + t.numel() * t.element_size() > limit: flush()
-            cur[name] = t; size += t.numel() * t.element_size()
+            cur[name] = t
+            size += t.numel() * t.element_size()
         flush()
         if len(shards) == 1:
             os.replace(tmp/shards[0], tmp/'model.safetensors')
         else:
-            total = sum((tmp/s).stat().st_size for s in shards); n = len(shards)
+            total = sum((tmp/s).stat().st_size for s in shards)
+            n = len(shards)
             ren = {s: f'model-{i+1:05d}-of-{n:05d}.safetensors' for i, s in enumerate(shards)}
             for s, r in ren.items(): os.replace(tmp/s, tmp/r)
             (tmp/'model.safetensors.index.json').write_text(json.dumps(
@@ -178,15 +185,21 @@ def _hparams(w, cfg):
     "The model's shape, as llama.cpp's loader reads it for this family."
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     rope = getattr(cfg, 'rope_parameters', None) or {}
-    w.add_context_length(cfg.max_position_embeddings); w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers); w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads); w.add_rope_freq_base(float(rope.get('rope_theta', 10000.0)))
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_rope_freq_base(float(rope.get('rope_theta', 10000.0)))
     if cfg.model_type == 'gpt_neox':
         w.add_rope_dimension_count(int(rope.get('partial_rotary_factor', 1.0) * head_dim))
-        w.add_parallel_residual(bool(cfg.use_parallel_residual)); w.add_layer_norm_eps(cfg.layer_norm_eps)
+        w.add_parallel_residual(bool(cfg.use_parallel_residual))
+        w.add_layer_norm_eps(cfg.layer_norm_eps)
     else:
-        w.add_head_count_kv(cfg.num_key_value_heads or cfg.num_attention_heads); w.add_rope_dimension_count(head_dim)
-        w.add_layer_norm_rms_eps(cfg.rms_norm_eps); w.add_vocab_size(cfg.vocab_size)
+        w.add_head_count_kv(cfg.num_key_value_heads or cfg.num_attention_heads)
+        w.add_rope_dimension_count(head_dim)
+        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+        w.add_vocab_size(cfg.vocab_size)
 
 def _vocab(w, tok, n_vocab: int):
     "A byte-level BPE tokenizer (GPT-2's kind: ours, GPT-NeoX's, Llama 3's) with its special tokens and chat template."
@@ -201,8 +214,11 @@ def _vocab(w, tok, n_vocab: int):
     kinds = [T.UNUSED if i >= len(tok) else T.CONTROL if added.get(t) else T.USER_DEFINED if t in added else T.NORMAL
              for i, t in enumerate(toks)]
     merges = [m if isinstance(m, str) else ' '.join(m) for m in spec['model']['merges']]
-    w.add_tokenizer_model('gpt2'); w.add_tokenizer_pre('gpt-2')
-    w.add_token_list(toks); w.add_token_types(kinds); w.add_token_merges(merges)
+    w.add_tokenizer_model('gpt2')
+    w.add_tokenizer_pre('gpt-2')
+    w.add_token_list(toks)
+    w.add_token_types(kinds)
+    w.add_token_merges(merges)
     for key, tid in [('bos', tok.bos_token_id), ('eos', tok.eos_token_id), ('pad', tok.pad_token_id)]:
         if tid is not None: getattr(w, f'add_{key}_token_id')(tid)
     w.add_add_bos_token(False)
@@ -222,15 +238,20 @@ def write_gguf(model_dir, out, qtype: str = 'f16') -> Path:
     Q = gguf.GGMLQuantizationType
     with atomic_path(out) as tmp:
         w = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, GGUF_ARCH[cfg.model_type])])
-        w.add_name(Path(model_dir).name); w.add_file_type(getattr(gguf.LlamaFileType, GGUF_TYPES[qtype]))
-        _hparams(w, cfg); _vocab(w, tok, cfg.vocab_size)
+        w.add_name(Path(model_dir).name)
+        w.add_file_type(getattr(gguf.LlamaFileType, GGUF_TYPES[qtype]))
+        _hparams(w, cfg)
+        _vocab(w, tok, cfg.vocab_size)
         for name, a in gguf_tensors(model.state_dict(), cfg):
             kind = Q.F32 if a.ndim == 1 or qtype == 'f32' else Q.Q8_0 if qtype == 'q8_0' and a.shape[-1] % 32 == 0 else \
                    Q.BF16 if qtype == 'bf16' else Q.F16                    # (norms and biases stay fp32, as llama.cpp keeps them)
             if kind == Q.F32: w.add_tensor(name, a.astype(np.float32))
             elif kind == Q.F16: w.add_tensor(name, a.astype(np.float16))
             else: w.add_tensor(name, gguf.quants.quantize(a, kind), raw_dtype=kind)
-        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
     return Path(out)
 
 
@@ -308,8 +329,11 @@ def verify_gguf(path, model_dir, prompts: list[str], answers: list[str] | None =
             want = greedy_tokens(hf_steps[0, len(ids):].tolist(), max_new_tokens, stop)
             got = greedy_tokens(llm.generate(ids, temp=0.0, top_k=1, reset=True), max_new_tokens, stop)
             gap = tie_gap(hf, ids, want, got)
-            out['same_reply'] += gap == 0; out['near_tie'] += 0 < gap <= tie
-            if answers: out['em_hf'] += reply(want) == answers[i]; out['em_gguf'] += reply(got) == answers[i]
+            out['same_reply'] += gap == 0
+            out['near_tie'] += 0 < gap <= tie
+            if answers:
+                out['em_hf'] += reply(want) == answers[i]
+                out['em_gguf'] += reply(got) == answers[i]
     finally: llm.close()
     return out
 
@@ -319,7 +343,9 @@ def _gguf_out(model_dir, out, qtypes, verify):
     files = export_gguf(model_dir, out, qtypes)
     recs = [json.loads(l) for l in open(asset_path('eval/tiny_skills/gen.jsonl'))] if verify else []
     for f in files:
-        if not verify: print(f"wrote {f}"); continue
+        if not verify:
+            print(f"wrote {f}")
+            continue
         r = verify_gguf(f, model_dir, [x['prompt'] for x in recs], [x['answer'] for x in recs])
         n, exact = r['prompts'], f.stem.endswith(('f16', 'f32'))
         print(f"wrote {f}: llama.cpp tokens {r['same_tokens']}/{n} the same, greedy replies {r['same_reply']}/{n} the same"

@@ -28,9 +28,11 @@ def cli_errors(f):
         try: return f(*args, **kwargs)
         except USER_ERRORS as e:
             msg = str(e) if isinstance(e, OCKError) or not getattr(e, 'filename', None) else f"{e.strerror or e}: {e.filename}"
-            print(f"error: {msg}", file=sys.stderr); sys.exit(2)
+            print(f"error: {msg}", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr); sys.exit(130)
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
     return _f
 
 # %% ../nbs/00_core.ipynb #083c5671
@@ -62,9 +64,13 @@ def ock_script(f=None, aliases: dict | None = None):
             kebab = ['--' + s[2:].replace('_', '-') if s.startswith('--') else s for s in act.option_strings]
             for s in kebab: p._option_string_actions[s] = act
             act.option_strings = kebab
-        def _error(msg): print(f"error: {msg} (see {p.prog} --help)", file=sys.stderr); sys.exit(2)
+        def _error(msg):
+            print(f"error: {msg} (see {p.prog} --help)", file=sys.stderr)
+            sys.exit(2)
         p.error = _error                                   # a bad flag is one line too, not usage + error
-        ns = vars(p.parse_args()); ns.pop('pdb', None); ns.pop('xtra', None)
+        ns = vars(p.parse_args())
+        ns.pop('pdb', None)
+        ns.pop('xtra', None)
         return cli_errors(f)(**ns)
     _f.__wrapped__ = f
     return _f
@@ -80,7 +86,8 @@ def asset_path(*parts) -> Path:
 @contextmanager
 def atomic_path(dest, is_dir=False):
     "Yield a temporary sibling of `dest` to write into; on success it replaces `dest` by `os.replace`."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.tmp', dir=dest.parent))
     target = tmp if is_dir else tmp/dest.name
     try:
@@ -88,7 +95,9 @@ def atomic_path(dest, is_dir=False):
         if is_dir:
             if dest.exists():
                 old = dest.with_name(f'.{dest.name}.old.{os.getpid()}')
-                os.replace(dest, old); os.replace(tmp, dest); shutil.rmtree(old, ignore_errors=True)
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
             else: os.replace(tmp, dest)
         else:
             with open(target, 'rb+') as f: os.fsync(f.fileno())
@@ -109,7 +118,9 @@ INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed', 'kernels')
 INCIDENTAL_WARNINGS = (r'`is_gradient_checkpointing` is deprecated', r'`gradient_checkpointing_enable` is deprecated')
 
 class _AtLeast(logging.Filter):
-    def __init__(self, level): super().__init__(); self.level = level
+    def __init__(self, level):
+        super().__init__()
+        self.level = level
     def filter(self, record): return record.levelno >= self.level
 
 @contextmanager
@@ -122,7 +133,9 @@ def quiet_loading(*loggers: str):
     held = []
     for name in loggers:     # a filter too: a library that creates its logger on import sets its level again
         lg, f = logging.getLogger(name), _AtLeast(logging.ERROR)
-        held.append((lg, lg.level, f)); lg.setLevel(logging.ERROR); lg.addFilter(f)
+        held.append((lg, lg.level, f))
+        lg.setLevel(logging.ERROR)
+        lg.addFilter(f)
     try:
         with warnings.catch_warnings():
             for msg in INCIDENTAL_WARNINGS: warnings.filterwarnings('ignore', message=msg)
@@ -182,7 +195,9 @@ def seed_everything(seed: int) -> int:
     "Seed `random`, NumPy and torch (CPU and every GPU); returns the seed."
     import numpy as np
     torch = _torch()
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     return seed
 
@@ -198,7 +213,9 @@ def set_rng_state(st: dict):
     "Restore states saved by `rng_state`."
     import numpy as np
     torch = _torch()
-    random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
+    random.setstate(st['python'])
+    np.random.set_state(st['numpy'])
+    torch.set_rng_state(st['torch'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
 # %% ../nbs/00_core.ipynb #d763547e
@@ -231,8 +248,12 @@ class MetricLogger:
 
     def finish(self):
         "Flush and close the backend."
-        if self._sink is not None: self._logger.remove(self._sink); self._sink = None
-        if self._wandb is not None: self._wandb.finish(); self._wandb = None
+        if self._sink is not None:
+            self._logger.remove(self._sink)
+            self._sink = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
 # %% ../nbs/00_core.ipynb #581c0f64
 _NEEDS = {'gpu': 'a CUDA GPU', 'download': 'network access to the Hugging Face Hub (and HF_HUB_OFFLINE unset)',
@@ -255,7 +276,9 @@ def skip_unless(*needs: str) -> bool:
     for n in needs:
         met = {'gpu': lambda: _torch().cuda.is_available(), 'download': hub_online,
                'slow': lambda: os.environ.get('OCK_SLOW', '') == '1'}[n]()
-        if not met: print(f"skipped: needs {_NEEDS[n]}"); return False
+        if not met:
+            print(f"skipped: needs {_NEEDS[n]}")
+            return False
     return True
 
 # %% ../nbs/00_core.ipynb #2a92c411

@@ -65,7 +65,10 @@ class _ZstdReader(io.RawIOBase):
         while n < len(b):
             if self.pos < len(self.out):
                 k = min(len(b) - n, len(self.out) - self.pos)
-                b[n:n + k] = self.out[self.pos:self.pos + k]; self.pos += k; n += k; continue
+                b[n:n + k] = self.out[self.pos:self.pos + k]
+                self.pos += k
+                n += k
+                continue
             if self.at >= len(self.inp):
                 if n or self.done: break                    # return what there is before reading (a network) again
                 self.inp, self.at = self.raw.read(1 << 17), 0
@@ -73,7 +76,8 @@ class _ZstdReader(io.RawIOBase):
                     self.done = True
                     if self.started and not self.d.eof: raise EOFError("compressed stream ended before the end of the zstd frame")
                     break
-            chunk = self.inp[self.at:self.at + self.piece]; self.at += len(chunk)
+            chunk = self.inp[self.at:self.at + self.piece]
+            self.at += len(chunk)
             self.started, self.out = True, b''               # (the old output goes before the new one comes)
             self.out, self.pos = self.d.decompress(chunk), 0
             if self.d.eof:                                 # next frame (multi-frame files)
@@ -230,7 +234,8 @@ def _read_line(f, limit: int):
     if len(raw) <= limit or raw.endswith(b'\n'): return raw, len(raw)
     size, raw = len(raw), None
     while True:
-        piece = f.readline(1 << 20); size += len(piece)
+        piece = f.readline(1 << 20)
+        size += len(piece)
         if not piece or piece.endswith(b'\n'): return None, size
 
 def text_problem(text) -> str | None:
@@ -289,15 +294,23 @@ def scan_jsonl(src, offset: int = 0, line: int = 0, strict: bool = False, text_f
                 if not is_url(src) or retries >= 3: raise OCKError(f"{src}: reading failed at line {line + 1}: {e}") from None
                 retries += 1                               # a dropped connection: reopen where the last full line ended
                 logger.warning(f"{src}: connection lost after line {line} ({type(e).__name__}); reopening at byte {offset}")
-                f.close(); f = open_data(src, offset); continue
+                f.close()
+                f = open_data(src, offset)
+                continue
             except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
-                bad(line + 1, f'truncated or corrupt compressed file ({e})'); break
+                bad(line + 1, f'truncated or corrupt compressed file ({e})')
+                break
             if not size: break
-            line += 1; offset += size
+            line += 1
+            offset += size
             if keep is not None and not keep(line): continue
-            if raw is None: bad(line, f"record too large ({size:,} bytes, the limit is {limit:,}: max_record_bytes or $OCK_MAX_RECORD_BYTES)"); continue
+            if raw is None:
+                bad(line, f"record too large ({size:,} bytes, the limit is {limit:,}: max_record_bytes or $OCK_MAX_RECORD_BYTES)")
+                continue
             rec, why = _bad_reason(raw, text_field, check)
-            if why: bad(line, why); continue
+            if why:
+                bad(line, why)
+                continue
             rep.records += 1
             yield line, offset, rec
     finally:
@@ -411,14 +424,17 @@ class _Encoder:
         self.fast = getattr(tokenizer, 'backend_tokenizer', None)
         if self.fast is not None and (self.fast.truncation or self.fast.padding):   # a saved tokenizer.json may carry them
             from tokenizers import Tokenizer
-            self.fast = Tokenizer.from_str(self.fast.to_str()); self.fast.no_truncation(); self.fast.no_padding()
+            self.fast = Tokenizer.from_str(self.fast.to_str())
+            self.fast.no_truncation()
+            self.fast.no_padding()
     def __call__(self, texts):
         docs, offs = texts, None
         texts = [d.text if isinstance(d, ChatDoc) else d for d in docs]
         need = self.loss_on == 'bot' or any(isinstance(d, ChatDoc) for d in docs)   # token offsets, to label from spans
         if self.fast is not None:
             if need:
-                encs = self.fast.encode_batch(texts); offs = [e.offsets for e in encs]
+                encs = self.fast.encode_batch(texts)
+                offs = [e.offsets for e in encs]
             else: encs = self.fast.encode_batch_fast(texts)
             ids = [e.ids for e in encs]
         else:
@@ -426,9 +442,12 @@ class _Encoder:
             ids, offs = r['input_ids'], r.get('offset_mapping')
         out = []
         for k, t in enumerate(texts):
-            x = np.empty(len(ids[k]) + 1, dtype=np.int64); x[:-1] = ids[k]; x[-1] = self.eos
+            x = np.empty(len(ids[k]) + 1, dtype=np.int64)
+            x[:-1] = ids[k]
+            x[-1] = self.eos
             if isinstance(docs[k], ChatDoc):          # a chat: its assistant turns, and the end-of-text if it ends a reply
-                y = np.empty_like(x); y[:-1] = span_labels(ids[k], [o[0] for o in offs[k]], docs[k].spans)
+                y = np.empty_like(x)
+                y[:-1] = span_labels(ids[k], [o[0] for o in offs[k]], docs[k].spans)
                 y[-1] = x[-1] if docs[k].eot else -100
             elif self.loss_on == 'bot': y = self._mask(t, x, offs[k])
             else: y = x
@@ -447,7 +466,9 @@ class _Encoder:
             e = n if h < 0 else h + len(self.human)         # the marker ending a reply is the reply's last word
             sel = np.nonzero((starts >= a) & (starts < e))[0]
             y[sel] = x[sel]
-            if h < 0: y[-1] = x[-1]; break                    # the reply runs to the end: train its end-of-text too
+            if h < 0:
+                y[-1] = x[-1]
+                break                    # the reply runs to the end: train its end-of-text too
             i = h
         return y
 
@@ -586,7 +607,9 @@ def _source_blocks(self: PackedStream, k):
                 if st['docs'] == 0: raise OCKError(f"mixture source {self.sources[k].spec!r} has no usable records"
                                                    + (f" for data-parallel rank {self.dp_rank}" if self.dp_size > 1 else ''))
                 if not self.cycle: break
-                st.update(epoch=st['epoch'] + 1, pos=[0, 0, 0], doc=0, tok=0, docs=0); files.close(); continue
+                st.update(epoch=st['epoch'] + 1, pos=[0, 0, 0], doc=0, tok=0, docs=0)
+                files.close()
+                continue
             order = _rng(self.seed, 1, k, st['chunk']).permutation(len(texts)) if self.shuffle else np.arange(len(texts))
             i = st['doc']
             while i < len(texts):
@@ -596,12 +619,16 @@ def _source_blocks(self: PackedStream, k):
                     while t < len(x):
                         if self.pack == 'whole' and fill and S - fill < len(x) - t <= S:
                             # 'whole': a document that fits a block but not what is left of this one starts the next
-                            bx[fill:] = self.encode.eos; by[fill:] = -100
+                            bx[fill:] = self.encode.eos
+                            by[fill:] = -100
                             st['doc'], st['tok'], fill = i, t, 0
                             yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
                             continue
                         n = min(S - fill, len(x) - t)
-                        bx[fill:fill + n] = x[t:t + n]; by[fill:fill + n] = y[t:t + n]; fill += n; t += n
+                        bx[fill:fill + n] = x[t:t + n]
+                        by[fill:fill + n] = y[t:t + n]
+                        fill += n
+                        t += n
                         if fill == S:
                             if t < len(x): st['doc'], st['tok'] = i, t
                             else: st['doc'], st['tok'] = i + 1, 0
@@ -611,7 +638,8 @@ def _source_blocks(self: PackedStream, k):
             st['docs'] += len(texts)
             st.update(pos=list(end), chunk=st['chunk'] + 1, doc=0, tok=0)
         if fill and not self.drop_last:                    # the end (cycle=False): pad the last block
-            bx[fill:] = self.encode.eos; by[fill:] = -100
+            bx[fill:] = self.encode.eos
+            by[fill:] = -100
             yield torch.from_numpy(bx.copy()), torch.from_numpy(by.copy())
     finally: files.close()
 
@@ -628,12 +656,15 @@ def _blocks(self: PackedStream):
     while True:
         live = np.array([not s['done'] for s in st['sources']])
         if not live.any(): return
-        p = np.where(live, w, 0); c = np.cumsum(p / p.sum())
+        p = np.where(live, w, 0)
+        c = np.cumsum(p / p.sum())
         k = int(min(np.searchsorted(c, _rng(self.seed, 2, st['blocks']).random(), side='right'), len(c) - 1))
         while not live[k]: k -= 1
         if gens[k] is None: gens[k] = self._source_blocks(k)
         try: x, y = next(gens[k])
-        except StopIteration: st['sources'][k]['done'] = True; continue
+        except StopIteration:
+            st['sources'][k]['done'] = True
+            continue
         st['blocks'] += 1
         yield {'input_ids': x, 'labels': y}
 
@@ -641,9 +672,11 @@ def batches(stream, micro_batch_size: int, drop_last: bool = True):
     "Group a stream's blocks into `(input_ids[B,S], labels[B,S])` LongTensor pairs."
     ids, labels = [], []
     for b in stream:
-        ids.append(b['input_ids']); labels.append(b['labels'])
+        ids.append(b['input_ids'])
+        labels.append(b['labels'])
         if len(ids) == micro_batch_size:
-            yield torch.stack(ids), torch.stack(labels); ids, labels = [], []
+            yield torch.stack(ids), torch.stack(labels)
+            ids, labels = [], []
     if ids and not drop_last: yield torch.stack(ids), torch.stack(labels)
 
 # %% ../nbs/10_data.ipynb #61ab4f17
@@ -659,17 +692,20 @@ def download_url(url: str, dest_dir, name: str | None = None, force: bool = Fals
     Range request; the file appears under its name only when complete."""
     import urllib.request, urllib.error
     from tqdm.auto import tqdm
-    dest_dir = Path(dest_dir); dest_dir.mkdir(parents=True, exist_ok=True)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
     out = dest_dir/(name or Path(urllib.parse.urlparse(url).path).name or 'download')
     if out.exists() and not force:
-        logger.info(f"{out} is already there (force=True to download again)"); return out
+        logger.info(f"{out} is already there (force=True to download again)")
+        return out
     part = out.with_name(out.name + '.part')
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={'User-Agent': 'openchatkit', **({'Range': f'bytes={have}-'} if have else {})})
     try: resp = urllib.request.urlopen(req, timeout=60)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:                         # nothing left to fetch: the part is complete
-            os.replace(part, out); return out
+            os.replace(part, out)
+            return out
         raise OCKError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise OCKError(f"download failed: {url}: {getattr(e, 'reason', e)}") from None
@@ -686,10 +722,13 @@ def download_url(url: str, dest_dir, name: str | None = None, force: bool = Fals
                 while True:
                     buf = resp.read(chunk_size)
                     if not buf: break
-                    f.write(buf); got += len(buf); bar.update(len(buf))
+                    f.write(buf)
+                    got += len(buf)
+                    bar.update(len(buf))
             except (OSError, http.client.HTTPException) as e:
                 raise OCKError(f"download of {url} interrupted at {got} bytes ({e}); run again to resume") from None
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
     if total is not None and got < total:
         raise OCKError(f"download of {url} interrupted at {got} of {total} bytes; run again to resume")
     os.replace(part, out)
@@ -796,7 +835,9 @@ def data_stats(spec, tokenizer=None, samples: int = 3, strict: bool = False, tex
             tf, check = record_check(fmt, tok, chat_format, loss_on, text_field)
             def flush():
                 nonlocal n_tok, n_trained, batch
-                for x, y in (enc(batch) if enc and batch else []): n_tok += len(x); n_trained += int((y != -100).sum())
+                for x, y in (enc(batch) if enc and batch else []):
+                    n_tok += len(x)
+                    n_trained += int((y != -100).sum())
                 batch = []
             for line, _, rec in tqdm(scan_jsonl(f, strict=strict, text_field=tf, report=report, log=False, check=check,
                                                  max_record_bytes=max_record_bytes), desc=Path(f).name,

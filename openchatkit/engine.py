@@ -80,7 +80,9 @@ def submit(self: Engine, seqs: list[Seq]):
         if len(self.waiting) + len(seqs) > self.max_queue + max(0, self.max_batch - busy):
             self.stats['rejected'] += 1
             raise QueueFull(f"the server is busy: {busy} sequences running, {len(self.waiting)} waiting; retry shortly")
-        self.waiting.extend(seqs); self.stats['requests'] += 1; self.stats['sequences'] += len(seqs)
+        self.waiting.extend(seqs)
+        self.stats['requests'] += 1
+        self.stats['sequences'] += len(seqs)
         self.cond.notify()
     self.start()
 
@@ -95,12 +97,15 @@ def start(self: Engine):
     "Start the scheduler thread (if it is not running)."
     if self.thread is None or not self.thread.is_alive():
         self.stopping = False
-        self.thread = threading.Thread(target=self._loop, name='ock-engine', daemon=True); self.thread.start()
+        self.thread = threading.Thread(target=self._loop, name='ock-engine', daemon=True)
+        self.thread.start()
 
 @patch
 def stop(self: Engine, timeout: float = 5.0):
     "Stop the scheduler; sequences still running or waiting get an error event."
-    with self.cond: self.stopping = True; self.cond.notify()
+    with self.cond:
+        self.stopping = True
+        self.cond.notify()
     if self.thread is not None: self.thread.join(timeout)
     for s in self.waiting + self.admitting + self.active: self._send(s, ('error', 'the server is shutting down'))
     self.waiting, self.admitting, self.active, self.cache, self.mask = [], [], [], None, None
@@ -120,16 +125,23 @@ def _loop(self: Engine):
             with self.cond:
                 while not self.stopping and not self.waiting and not self.active: self.cond.wait()
                 if self.stopping: return
-                if self._held(): self._purge(); self.cond.wait(0.01); continue
+                if self._held():
+                    self._purge()
+                    self.cond.wait(0.01)
+                    continue
                 new = self._take()
             try:
                 if new: self._admit(new)
                 self._drop()
-                if self.active: self._step(); self._drop()
+                if self.active:
+                    self._step()
+                    self._drop()
             except Exception as e:                  # a failed forward (out of memory, ...): fail the batch, go on
                 msg = f"generation failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
                 for s in self.active + new:
-                    if s.finish is None: self._send(s, ('error', msg)); s.finish = 'error'
+                    if s.finish is None:
+                        self._send(s, ('error', msg))
+                        s.finish = 'error'
                 with self.cond: self.active, self.admitting, self.cache, self.mask = [], [], None, None
 
 # %% ../nbs/31_engine.ipynb #e9a1c010
@@ -146,7 +158,9 @@ def _held(self: Engine) -> bool:
 def _purge(self: Engine):
     "Let cancelled sequences go (waiting or running) without generating: what a held engine still does."
     gone = [s for s in self.waiting if s.cancelled]
-    if gone: self.waiting = [s for s in self.waiting if not s.cancelled]; self.stats['cancelled'] += len(gone)
+    if gone:
+        self.waiting = [s for s in self.waiting if not s.cancelled]
+        self.stats['cancelled'] += len(gone)
     self._drop()
 
 # %% ../nbs/31_engine.ipynb #e9a1c011
@@ -154,7 +168,9 @@ def _purge(self: Engine):
 def _take(self: Engine) -> list:
     "Waiting sequences to admit now: room in the batch, a prompt-token budget (at least one), cancelled ones skipped."
     gone = [s for s in self.waiting if s.cancelled]
-    if gone: self.waiting = [s for s in self.waiting if not s.cancelled]; self.stats['cancelled'] += len(gone)
+    if gone:
+        self.waiting = [s for s in self.waiting if not s.cancelled]
+        self.stats['cancelled'] += len(gone)
     # batch only once the first prefill showed plain key/value layers; otherwise one sequence at a time
     room = self.max_batch - len(self.active) if self.batchable else (0 if self.active else 1)
     take, budget = [], self.prefill_tokens
@@ -162,7 +178,9 @@ def _take(self: Engine) -> list:
         if all(t.prompt_logprobs is None for t in take + [s]): return True
         return (len(take) + 1) * max(len(t.ids) for t in take + [s]) * self.vocab <= self.logit_budget
     while self.waiting and len(take) < room and (not take or (budget >= len(self.waiting[0].ids) and fits(self.waiting[0]))):
-        s = self.waiting.pop(0); take.append(s); budget -= len(s.ids)
+        s = self.waiting.pop(0)
+        take.append(s)
+        budget -= len(s.ids)
     self.admitting = take         # still counted as running while they are prefilled (no queue slot opens meanwhile)
     return take
 
@@ -170,7 +188,8 @@ def _take(self: Engine) -> list:
 def _left_pad(t, n, dim=-2):
     "Pad tensor `t` with `n` zeros at the start of dimension `dim` (-2: the sequence axis of keys/values; -1: a mask)."
     if n == 0: return t
-    shape = list(t.shape); shape[dim] = n
+    shape = list(t.shape)
+    shape[dim] = n
     return torch.cat([t.new_zeros(shape), t], dim)
 
 @patch
@@ -188,17 +207,22 @@ def _admit(self: Engine, new):
     ids = torch.full((len(new), L), self.pad_id, dtype=torch.long, device=dev)
     mask = torch.zeros((len(new), L), dtype=torch.long, device=dev)
     for i, s in enumerate(new):
-        ids[i, L - len(s.ids):] = torch.tensor(s.ids, device=dev); mask[i, L - len(s.ids):] = 1
+        ids[i, L - len(s.ids):] = torch.tensor(s.ids, device=dev)
+        mask[i, L - len(s.ids):] = 1
         self._prepare(s)
     cache = self.cm.new_cache()
     every = any(s.prompt_logprobs is not None for s in new)
     logits = self._forward(ids, mask, cache, every)
-    if every: self._prompt_logprobs(new, logits); logits = logits[:, -1, :]
+    if every:
+        self._prompt_logprobs(new, logits)
+        logits = logits[:, -1, :]
     if self.batchable is None:
         self.batchable = all(type(l).__name__ == 'DynamicLayer' for l in getattr(cache, 'layers', [None]))
     if self.cache is None or not self.active: self.cache, self.mask = cache, mask
     else: self._merge(cache, mask)
-    with self.cond: self.active.extend(new); self.admitting = []
+    with self.cond:
+        self.active.extend(new)
+        self.admitting = []
     self.stats['max_active'] = max(self.stats['max_active'], len(self.active))
     for s in new:
         if s.max_new == 0: self._finish(s, 'length')          # the prompt's log-probabilities were all it asked for
@@ -231,7 +255,9 @@ def _drop(self: Engine):
     keep = [i for i, s in enumerate(self.active) if s.finish is None and not s.cancelled]
     if len(keep) == len(self.active): return
     self.stats['cancelled'] += sum(1 for s in self.active if s.cancelled and s.finish is None)
-    if not keep: self.active, self.cache, self.mask = [], None, None; return
+    if not keep:
+        self.active, self.cache, self.mask = [], None, None
+        return
     self.active = [self.active[i] for i in keep]
     idx = torch.tensor(keep, device=self.mask.device)
     mask = self.mask[idx]
@@ -318,7 +344,8 @@ def _prompt_logprobs(self: Engine, seqs, logits):
 def _prepare(self: Engine, s):
     "Set up `s` for generation: its random generator (if seeded) and its `TextStream`."
     if s.gen.get('seed') is not None:
-        s.rng = torch.Generator(device=self.cm.device); s.rng.manual_seed(int(s.gen['seed']))
+        s.rng = torch.Generator(device=self.cm.device)
+        s.rng.manual_seed(int(s.gen['seed']))
     s.text = self.cm.text_stream(s.ids, s.gen['stop'], s.chat)
 
 # %% ../nbs/31_engine.ipynb #e9a1c019
@@ -326,7 +353,8 @@ def _prepare(self: Engine, s):
 def _advance(self: Engine, s, nxt):
     "Record token `nxt` of `s`: send the text that is safe to show, or finish the sequence."
     if nxt in self.cm.eos_ids and not s.ignore_eos: return self._finish(s, 'stop', eos=True)
-    s.gen_ids.append(nxt); s.last = nxt
+    s.gen_ids.append(nxt)
+    s.last = nxt
     piece = s.text.push(nxt)
     if piece and s.stream: self._send(s, ('delta', piece))
     if s.text.stopped: self._finish(s, 'stop')
@@ -360,5 +388,7 @@ def engine_generate(engine: Engine, prompts: list, timeout: float = 120, chat: b
         while True:
             ev = q.get(timeout=timeout)
             if ev[0] == 'error': raise OCKError(ev[1])
-            if ev[0] == 'done': out.append((ev[3], ev[1], ev[2])); break
+            if ev[0] == 'done':
+                out.append((ev[3], ev[1], ev[2]))
+                break
     return out

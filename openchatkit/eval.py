@@ -69,14 +69,16 @@ class _LocalChat:
         self.conv.push_human_turn(question)
         try: reply = self.t.cm.chat(self.conv, do_sample=False, max_new_tokens=self.t.max_new_tokens)
         except ContextOverflow:
-            del self.conv.turns[n:]; return ''
+            del self.conv.turns[n:]
+            return ''
         return reply.strip()
 
 # %% ../nbs/70_eval.ipynb #ac019162
 def _reply(cm, prompt_ids, gen_ids, stops=('<human>:',)) -> tuple[str, bool]:
     "The reply text `ChatModel` would give for generated ids (cut at end of text or a stop word), and whether it was cut short."
     eos = [i for i, t in enumerate(gen_ids) if t in cm.eos_ids]
-    ended = bool(eos); gen_ids = gen_ids[:eos[0]] if eos else gen_ids
+    ended = bool(eos)
+    gen_ids = gen_ids[:eos[0]] if eos else gen_ids
     dec = lambda ids: cm.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     head, both = dec(prompt_ids[-1:]), dec(prompt_ids[-1:] + gen_ids)
     text = both[len(head):] if both.startswith(head) else dec(gen_ids)
@@ -89,7 +91,8 @@ def _generate(t, rows: list[list[int]]) -> list[tuple[str, bool]]:
     import torch
     cm, tok = t.cm, t.cm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else min(cm.eos_ids)
-    n = max(map(len, rows)); max_new = max(1, min(t.max_new_tokens, cm.context_length - n))
+    n = max(map(len, rows))
+    max_new = max(1, min(t.max_new_tokens, cm.context_length - n))
     ids = torch.tensor([[pad] * (n - len(r)) + r for r in rows], device=cm.device)
     mask = torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows], device=cm.device)
     with torch.inference_mode():
@@ -107,7 +110,9 @@ def ask_batch(self: LocalTarget, chats: list, items: list[dict]) -> list[str]:
         for c in it['context']: ch.conv.push_context_turn(c)
         ch.conv.push_human_turn(it['question'])
         try: prompts.append(cm.encode(ch.conv.get_prompt(cm.tokenizer, budget, chat_template='auto')))
-        except ContextOverflow: prompts.append(None); del ch.conv.turns[marks[-1]:]
+        except ContextOverflow:
+            prompts.append(None)
+            del ch.conv.turns[marks[-1]:]
     replies = [''] * len(chats)
     order = sorted((i for i, p in enumerate(prompts) if p is not None), key=lambda i: len(prompts[i]))
     with cm.lock:
@@ -194,7 +199,8 @@ def make_conversations(items: list[dict], turns: int, seed: int = 0) -> list[dic
     "Group questions into conversations `{'id', 'turns'}` of `turns` questions each, in a seeded shuffled order."
     if turns < 1: raise OCKError(f"--turns must be at least 1, not {turns}")
     if len(items) < turns: raise OCKError(f"{len(items)} questions are too few for one conversation of {turns} turns")
-    xs = list(items); random.Random(seed).shuffle(xs)
+    xs = list(items)
+    random.Random(seed).shuffle(xs)
     return [{'id': f"conv-{i // turns:04d}", 'turns': xs[i:i + turns]} for i in range(0, len(xs) - turns + 1, turns)]
 
 def load_conversations(path, turns: int | None = None, seed: int = 0) -> list[dict]:
@@ -255,7 +261,8 @@ def markdown_table(results: dict) -> str:
 
 def plot_results(results: dict, path) -> Path | None:
     "Save exact match by turn and by skill as a PNG at `path`; None when no exact-match task ran."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     tasks = {n: r for n, r in results['tasks'].items() if r['kind'] in ('exact_match', 'conversation')}
     if not tasks: return None
@@ -264,15 +271,20 @@ def plot_results(results: dict, path) -> Path | None:
         rep = r['report']
         if 'by_turn' in rep: a1.plot(list(rep['by_turn']), list(rep['by_turn'].values()), 'o-', label=n)
         else: a1.axhline(rep['mean'], ls='--', color='gray', lw=1, label=f"{n} (one question per chat)")
-    a1.set(xlabel='turn', ylabel='exact match %', ylim=(0, 102), title='by turn'); a1.legend(fontsize=7, loc='lower left')
+    a1.set(xlabel='turn', ylabel='exact match %', ylim=(0, 102), title='by turn')
+    a1.legend(fontsize=7, loc='lower left')
     skills = list(dict.fromkeys(k for r in tasks.values() for k in r['report']['by_skill']))
     w = 0.8 / len(tasks)
     for i, (n, r) in enumerate(tasks.items()):
         a2.bar([j + i * w for j in range(len(skills))], [r['report']['by_skill'].get(s, 0) for s in skills], w, label=n)
     a2.set_xticks([j + w * (len(tasks) - 1) / 2 for j in range(len(skills))], skills, rotation=30, fontsize=8)
-    a2.set(ylim=(0, 102), title='by skill'); a2.legend(fontsize=7, loc='lower left')
-    fig.tight_layout(); path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100); plt.close(fig)
+    a2.set(ylim=(0, 102), title='by skill')
+    a2.legend(fontsize=7, loc='lower left')
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 # %% ../nbs/70_eval.ipynb #d561796c
@@ -288,7 +300,8 @@ def _nll_local(cm, text: str) -> tuple[float, int]:
             if len(x) < 2: continue
             t = torch.tensor([x], device=cm.device)
             logits = cm.model(input_ids=t).logits.float()
-            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], t[0, 1:], reduction='sum')); n += len(x) - 1
+            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], t[0, 1:], reduction='sum'))
+            n += len(x) - 1
     return nll, n
 
 def _nll_api(target, text: str) -> tuple[float, int]:
@@ -321,7 +334,8 @@ _DATA_FILE = re.compile(r'^(\s*(?:-\s*|[\w.\-]+:\s*))([^\s#\'"{}\[\],]+\.(?:json
 
 def localise_tasks(folder, dest) -> Path:
     "Copy a folder of YAML tasks into `dest`, its data files relative to the folder made absolute; the copy's path."
-    src = Path(folder).resolve(); out = Path(dest)/src.name
+    src = Path(folder).resolve()
+    out = Path(dest)/src.name
     shutil.copytree(src, out, ignore=shutil.ignore_patterns('*.jsonl', '*.jsonl.gz', '*.parquet', '*.csv', '__pycache__'))
     for y in out.rglob('*.yaml'):
         base = src/y.parent.relative_to(out)
@@ -416,7 +430,8 @@ def tiny_skills_docs(per_skill: int = 8) -> dict:
     gen = [{k: e[k] for k in keep} for e in skill_examples(per_skill * len(SKILLS), seed=0, split='test')]
     mc = []
     for e in skill_examples(per_skill * len(SKILLS), seed=1, split='test'):
-        choices = _near_misses(e['answer'], r) + [e['answer']]; r.shuffle(choices)
+        choices = _near_misses(e['answer'], r) + [e['answer']]
+        r.shuffle(choices)
         mc.append({'prompt': e['prompt'], 'choices': choices, 'label': choices.index(e['answer']), 'skill': e['skill']})
     return {'gen': gen, 'mc': mc}
 
@@ -451,7 +466,10 @@ def evaluate(target, tasks: list[str], limit: int | None = None, turns: int = 8,
     for spec in tasks:
         kind, what = parse_task(spec)
         if kind == 'lm_eval':
-            names, incl = lm_eval_spec(what); lm_names += names; lm_incl += incl; continue
+            names, incl = lm_eval_spec(what)
+            lm_names += names
+            lm_incl += incl
+            continue
         name = f"{kind}:{Path(what).stem}"
         if name in out['tasks']: name += f"-{len(out['tasks'])}"
         if kind == 'perplexity':
@@ -471,7 +489,8 @@ def evaluate(target, tasks: list[str], limit: int | None = None, turns: int = 8,
 
 def save_results(results: dict, out_dir) -> dict:
     "Write `results.json`, `results.md`, `samples.jsonl` and `exact_match.png` into `out_dir`; their paths."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     compact = {**results, 'tasks': {n: {k: v for k, v in r.items() if k != 'results'} for n, r in results['tasks'].items()}}
     paths = {'json': out_dir/'results.json', 'markdown': out_dir/'results.md', 'samples': out_dir/'samples.jsonl'}
     with atomic_path(paths['json']) as tmp: Path(tmp).write_text(json.dumps(compact, indent=1))

@@ -34,7 +34,9 @@ def parse_memory(gpu_vram=None, cpu_ram=None) -> dict | None:
         if not m: raise OCKError(f"bad -g/--gpu-vram value {item!r}: expected ID:GiB, e.g. 0:10")
         mm[int(m.group(1))] = f"{m.group(2)}GiB"
     if cpu_ram is not None and str(cpu_ram).strip() != '':
-        try: r = float(cpu_ram); assert r > 0
+        try:
+            r = float(cpu_ram)
+            assert r > 0
         except (ValueError, AssertionError): raise OCKError(f"bad -r/--cpu-ram value {cpu_ram!r}: expected a number of GiB, e.g. 20")
         mm['cpu'] = f"{cpu_ram}GiB"
     return mm or None
@@ -96,7 +98,9 @@ def held_back(text: str, words) -> int:
         tail, last = text[len(text) - n:], text[-1]
         i = tail.find(w[0])
         while i != -1 and n - i > best:
-            if w[n - i - 1] == last and w.startswith(tail[i:]): best = n - i; break
+            if w[n - i - 1] == last and w.startswith(tail[i:]):
+                best = n - i
+                break
             i = tail.find(w[0], i + 1)
     return best
 
@@ -326,7 +330,8 @@ def _run(self: ChatModel, prompt, gen: dict, chat: bool | None = None) -> Iterat
         if g['top_p'] < 1.0: procs.append(TopPLogitsWarper(g['top_p']))
     rng = None
     if g['seed'] is not None:
-        rng = torch.Generator(device=self.device); rng.manual_seed(int(g['seed']))
+        rng = torch.Generator(device=self.device)
+        rng.manual_seed(int(g['seed']))
     ts = self.text_stream(ids, g['stop'], chat)
     dev = self.device
     all_ids = torch.tensor([ids], device=dev)
@@ -341,13 +346,17 @@ def _run(self: ChatModel, prompt, gen: dict, chat: bool | None = None) -> Iterat
             if len(procs): scores = procs(all_ids, scores)
             if sample: nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=rng)[0, 0])
             else: nxt = int(scores.argmax(-1)[0])
-            if nxt in self.eos_ids: reason = 'eos'; break
+            if nxt in self.eos_ids:
+                reason = 'eos'
+                break
             gen_ids.append(nxt)
             all_ids = torch.cat([all_ids, torch.tensor([[nxt]], device=dev)], 1)
             feed = [nxt]
             piece = ts.push(nxt)
             if piece: yield piece
-            if ts.stopped: reason = 'stop'; break
+            if ts.stopped:
+                reason = 'stop'
+                break
         else: reason = 'length'
         piece = ts.flush()
         if piece: yield piece
@@ -399,6 +408,7 @@ class ScriptedLogits:
     def __call__(self, mod, args, out):
         tid = self.seq[self.i] if self.i < len(self.seq) else self.eos
         self.i += 1
-        out.logits[..., :] = -1e4; out.logits[..., tid] = 1e4
+        out.logits[..., :] = -1e4
+        out.logits[..., tid] = 1e4
         return out
     def remove(self): self.h.remove()

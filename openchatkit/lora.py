@@ -211,7 +211,9 @@ def _autocast(self: LoraTrainer):
 def _mean(self: LoraTrainer, t):
     "Average a tensor over the processes."
     if self.dist is None: return t
-    t = t.clone(); self.dist.all_reduce(t); return t / self.world
+    t = t.clone()
+    self.dist.all_reduce(t)
+    return t / self.world
 
 @patch
 def forward_loss(self: LoraTrainer, x, y):
@@ -239,14 +241,21 @@ def train_step(self: LoraTrainer, its) -> tuple[float, float]:
             tot += loss.detach().float()
     if self.dist is not None:                      # average the adapter's gradients: one flat all-reduce
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
-        self.dist.all_reduce(flat); flat /= self.world; i = 0
+        self.dist.all_reduce(flat)
+        flat /= self.world
+        i = 0
         for p in self.params:
-            k = p.numel(); p.grad = flat[i:i + k].view_as(p).clone(); i += k
+            k = p.numel()
+            p.grad = flat[i:i + k].view_as(p).clone()
+            i += k
     if self.scaler: self.scaler.unscale_(self.opt)
     gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip else float('inf'))
-    if self.scaler: self.scaler.step(self.opt); self.scaler.update()
+    if self.scaler:
+        self.scaler.step(self.opt)
+        self.scaler.update()
     else: self.opt.step()
-    self.sched.step(); self.opt.zero_grad(set_to_none=True)
+    self.sched.step()
+    self.opt.zero_grad(set_to_none=True)
     self.step += 1
     return float(self._mean(tot / n).item()), float(gn)
 
@@ -281,7 +290,8 @@ def save(self: LoraTrainer) -> Path:
     tag = f'global_step{step}'
     tmp, final = self.ckpt_dir/(tag + '.tmp'), self.ckpt_dir/tag
     if self.rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         with writing(tmp), quiet_loading(*INCIDENTAL_LOGGERS): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
         (tmp/'README.md').unlink(missing_ok=True)                # peft's empty model card
         atomic_torch_save(self.opt.state_dict(), tmp/'optimizer.pt')
@@ -363,7 +373,8 @@ def run(self: LoraTrainer) -> int:
                        log_dir=str(out/'logs'), config=asdict(cfg), quiet=cfg.progress)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        import yaml; atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
+        import yaml
+        atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
         tr, tot = trainable_parameters(self.model)
         print(f"LoRA: {tr:,} trainable parameters of {tot:,} ({100 * tr / tot:.2f}%); dp {self.dp}", flush=True)
     steps = StepLog(out, log, self.step, stop, self.tokens_per_step, cfg.log_every, cfg.progress, main, 'train lora')
@@ -396,7 +407,9 @@ def close(self: LoraTrainer, wait: bool = True):
     """Leave the process group: after the others are done (`wait`), or, after an error, without any collective call
     (another rank may be inside an all-reduce that never completes; the launcher stops it when this process exits)."""
     if self.dist is not None and wait:
-        try: self.dist.barrier(); self.dist.destroy_process_group()
+        try:
+            self.dist.barrier()
+            self.dist.destroy_process_group()
         except Exception: pass
 
 # %% ../nbs/25_lora.ipynb #6fb5557e
@@ -413,7 +426,8 @@ def load_adapted(adapter, base=None, dtype=None, merge: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     with quiet_loading(*INCIDENTAL_LOGGERS): from peft import PeftModel
-    a = resolve_adapter(adapter); b = adapter_base(a, base)
+    a = resolve_adapter(adapter)
+    b = adapter_base(a, base)
     with quiet_loading(*INCIDENTAL_LOGGERS):
         m = AutoModelForCausalLM.from_pretrained(b, dtype=dtype or torch.float32)
         m = PeftModel.from_pretrained(m, str(a))
@@ -425,7 +439,8 @@ def merge_lora(src, out, base=None, dtype: str | None = None, verify: bool = Fal
     "Fold the adapter of `src` into its base and save a plain Hugging Face model in `out` (atomically)."
     import torch
     from openchatkit.core import get_dtype
-    a = resolve_adapter(src); b = adapter_base(a, base)
+    a = resolve_adapter(src)
+    b = adapter_base(a, base)
     m, tok = load_adapted(a, b, merge=True)
     saved = json.loads((Path(b)/'config.json').read_text()).get('dtype') if (Path(b)/'config.json').exists() else None
     dt = get_dtype(dtype) if dtype else (getattr(torch, saved) if saved else None)
@@ -437,7 +452,9 @@ def merge_lora(src, out, base=None, dtype: str | None = None, verify: bool = Fal
         if not (Path(tmp)/'generation_config.json').exists(): generation_config_for(m.config).save_pretrained(str(tmp))
         info = dict(adapter=str(a), base=str(b), dtype=str(m.dtype).replace('torch.', ''))
         for f in ('meta.json', 'lora_run.json'):           # a checkpoint step, or OUTPUT_DIR/adapter: what was trained
-            if (a/f).exists(): meta = json.loads((a/f).read_text()); info.update({k: meta[k] for k in RUN_KEYS if k in meta})
+            if (a/f).exists():
+                meta = json.loads((a/f).read_text())
+                info.update({k: meta[k] for k in RUN_KEYS if k in meta})
         (Path(tmp)/'lora_merge.json').write_text(json.dumps(info, indent=1))
     if verify: verify_merge(a, out, b)
     return Path(out)

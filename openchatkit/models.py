@@ -59,7 +59,7 @@ register_family(Family('gpt_neox', ('gpt_neox',), 'transformers.models.gpt_neox.
 register_family(Family('llama', ('llama', 'mistral', 'qwen2'), 'transformers.models.llama.modeling_llama',
                        'LlamaDecoderLayer', 'LlamaRotaryEmbedding', 'rmsnorm:LlamaRMSNorm', 'model.embed_tokens',
                        'model.layers', 'model.norm', heads=('lm_head',),
-                       examples=('togethercomputer/Llama-2-7B-32K-beta', 'meta-llama/Llama-2-7b-hf')));
+                       examples=('togethercomputer/Llama-2-7B-32K-beta', 'meta-llama/Llama-2-7b-hf')))
 
 # %% ../nbs/20_models.ipynb #54f1f4f7
 def get_family(spec) -> Family:
@@ -120,8 +120,10 @@ def load_config(model_dir, dropout: float = 0.0, rope_scaling: dict | None = Non
     else: c.attention_dropout = dropout
     if rope_scaling:
         rp = dict(getattr(c, 'rope_parameters', None) or {})
-        rs = dict(rope_scaling); rs.setdefault('rope_type', rs.pop('type', 'linear'))
-        rp.update(rs); c.rope_parameters = rp
+        rs = dict(rope_scaling)
+        rs.setdefault('rope_type', rs.pop('type', 'linear'))
+        rp.update(rs)
+        c.rope_parameters = rp
     if max_positions: c.max_position_embeddings = int(max_positions)
     c.use_cache = False
     return c
@@ -134,7 +136,8 @@ def resolve_model(model) -> str:
     "Check a `--model` value: an existing model directory, or something that can only be a hub id."
     if model is None or str(model).strip() == '':
         raise OCKError("no model given and no shipped model in this install: pass --model DIR_OR_HUB_ID")
-    s = str(model); p = Path(s).expanduser()
+    s = str(model)
+    p = Path(s).expanduser()
     if p.exists():
         if not p.is_dir(): raise OCKError(f"model path {s!r} is a file, not a model directory")
         if (p/'config.json').exists(): return str(p)
@@ -157,7 +160,8 @@ class HFWeights:
     "Name -> file map of a (possibly sharded) safetensors checkpoint; reads tensors by prefix, lazily."
     def __init__(self, model_dir):
         from safetensors import safe_open
-        d = Path(model_dir); idx = d/'model.safetensors.index.json'
+        d = Path(model_dir)
+        idx = d/'model.safetensors.index.json'
         if idx.exists():
             wm = json.loads(idx.read_text())['weight_map']
             self.where = {k: str(d/f) for k, f in wm.items()}
@@ -211,7 +215,8 @@ def paper_config(name: str):
     base = Path(str(name)).name                              # also 'pretrained/EleutherAI_pythia-6.9b-deduped'
     spec = BASE_MODELS.get(name) or BASE_MODELS.get(base.replace('_', '/', 1))
     if spec is None: raise OCKError(f"no paper config for {name!r}: known are {', '.join(BASE_MODELS)}")
-    spec = dict(spec); mt = spec.pop('model_type')
+    spec = dict(spec)
+    mt = spec.pop('model_type')
     if mt == 'gpt_neox':
         rp = spec.pop('rotary_pct')
         return GPTNeoXConfig(**spec, tie_word_embeddings=False, rope_parameters={'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': rp})

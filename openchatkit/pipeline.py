@@ -168,8 +168,11 @@ class SequentialLM(nn.Module):
         for i, s in enumerate(specs):
             key = getattr(s, 'key', None)
             if key is not None and key in tied:                # second use of a tied module: its forward_fn
-                self.funcs.append(lambda h, m=tied[key], f=s.forward_fn: f(m, h)); continue
-            m = s.build(); self.add_module(str(i), m); self.funcs.append(m)
+                self.funcs.append(lambda h, m=tied[key], f=s.forward_fn: f(m, h))
+                continue
+            m = s.build()
+            self.add_module(str(i), m)
+            self.funcs.append(m)
             if key is not None: tied[key] = m
     def forward(self, x):
         for f in self.funcs: x = f(x)

@@ -241,10 +241,12 @@ def to_gpu(index, device='auto'):
     if 'HNSW' in type(faiss.downcast_index(index)).__name__: return index
     try:
         res = faiss.StandardGpuResources()
-        g = faiss.index_cpu_to_gpu(res, dev.index or 0, index); g._ock_res = res     # keep the resources alive
+        g = faiss.index_cpu_to_gpu(res, dev.index or 0, index)
+        g._ock_res = res     # keep the resources alive
         return g
     except Exception as e:
-        _warn(f"faiss could not move the index to {dev}; searching on the CPU ({str(e).splitlines()[0]})"); return index
+        _warn(f"faiss could not move the index to {dev}; searching on the CPU ({str(e).splitlines()[0]})")
+        return index
 
 # %% ../nbs/40_retrieval.ipynb #b72cb01c
 TEXT_SUFFIXES = ('.txt', '.md', '.markdown', '.rst', '.html', '.htm', '.jsonl')
@@ -262,7 +264,9 @@ def find_files(sources, recursive: bool = False) -> list[Path]:
     for s in ([sources] if isinstance(sources, (str, Path)) else sources):
         p = Path(s)
         if not p.exists(): raise OCKError(f"source not found: {s}")
-        if p.is_file(): out.append(p); continue
+        if p.is_file():
+            out.append(p)
+            continue
         it = p.rglob('*') if recursive else p.iterdir()
         found = sorted(f for f in it if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES
                        and not any(part.startswith('.') for part in f.relative_to(p).parts))
@@ -285,7 +289,9 @@ def html_to_text(s: str) -> str:
     moves forward (`html.parser` is quadratic on unclosed comments and tags: 200 kB of `<a` took 100 s); what is
     left unclosed at the end is text, as `html.parser` has it."""
     parts, i, n, skip = [], 0, len(s), 0
-    def rest(j): parts.extend([] if skip else [html.unescape(s[j:])]); return n
+    def rest(j):
+        parts.extend([] if skip else [html.unescape(s[j:])])
+        return n
     while i < n:
         j = s.find('<', i)
         j = n if j < 0 else j
@@ -294,19 +300,24 @@ def html_to_text(s: str) -> str:
         m = _TAG.match(s, j)
         if m is None:
             if s.startswith('<!--', j):                        # a comment
-                k = s.find('-->', j + 4); i = rest(j) if k < 0 else k + 3
+                k = s.find('-->', j + 4)
+                i = rest(j) if k < 0 else k + 3
             elif s.startswith(('<!', '<?'), j):                # a declaration, a processing instruction
-                k = s.find('>', j + 2); i = rest(j) if k < 0 else k + 1
+                k = s.find('>', j + 2)
+                i = rest(j) if k < 0 else k + 1
             else:
                 if not skip: parts.append('<')                 # a '<' that starts no tag is text
                 i = j + 1
             continue
         e = _TAG_REST.match(s, m.end())                        # (fails on an unclosed quote, then there is no such
         k = e.end() - 1 if e else s.find('>', m.end())         #  quote further on: at most twice a page)
-        if k < 0: i = rest(j); break
+        if k < 0:
+            i = rest(j)
+            break
         tag, end, i = m.group(2).lower(), m.group(1) == '/', k + 1
         if tag in ('script', 'style') and not end and s[k - 1] != '/':   # raw text up to its end tag
-            c = re.compile(rf'</{tag}\s*>', re.I).search(s, i); i = n if c is None else c.end()
+            c = re.compile(rf'</{tag}\s*>', re.I).search(s, i)
+            i = n if c is None else c.end()
         elif tag in _SKIP and s[k - 1] != '/': skip = max(0, skip - 1) if end else skip + 1
         elif tag in _BLOCK: parts.append('\n\n')
     text = re.sub(r'[ \t\r\f\v]+', ' ', ''.join(parts))
@@ -336,28 +347,38 @@ def _read_text_file(path: Path) -> str:
 
 def read_documents(path, report=_warn) -> list[Doc]:
     "The documents in one file; problems (binary, not UTF-8, unreadable, bad JSON lines) go to `report` and are skipped."
-    path = Path(path); src = str(path)
+    path = Path(path)
+    src = str(path)
     try: text = _read_text_file(path)
     except (OSError, ValueError) as e:
-        report(f"skipped {src}: {e.strerror if isinstance(e, OSError) and e.strerror else e}"); return []
+        report(f"skipped {src}: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
+        return []
     suf = path.suffix.lower()
     if suf == '.jsonl':
         docs, bad, unenc = [], [], []
         for i, line in enumerate(text.split('\n'), 1):        # (not splitlines: U+2028 or U+0085 inside a record is text)
             if not line.strip(): continue
             try: rec = json.loads(line)
-            except json.JSONDecodeError: bad.append(i); continue
+            except json.JSONDecodeError:
+                bad.append(i)
+                continue
             t = next((rec[k] for k in ('text', 'content', 'contents', 'body') if isinstance(rec, dict) and isinstance(rec.get(k), str)), None)
-            if t is None: bad.append(i); continue
+            if t is None:
+                bad.append(i)
+                continue
             rid = rec.get('id') if isinstance(rec, dict) else None
-            if why := _text_problem(t): unenc.append((i, why)); continue
+            if why := _text_problem(t):
+                unenc.append((i, why))
+                continue
             if t.strip(): docs.append(Doc(t, f"{src}#{rid}" if rid is not None else f"{src}:{i}", None))
         if bad: report(f"{src}: skipped {len(bad)} line(s) that are not JSON objects with a text field (first: line {bad[0]})")
         if unenc:
             more = f"; also line(s) {', '.join(str(i) for i, _ in unenc[1:6])}{' …' if len(unenc) > 6 else ''}" if len(unenc) > 1 else ''
             report(f"{src}:{unenc[0][0]}: skipped {len(unenc)} record(s) whose text the tokenizer cannot encode ({unenc[0][1]}{more})")
         return docs
-    if suf in ('.html', '.htm'): text = html_to_text(text); return [Doc(text, src, None)] if text.strip() else []
+    if suf in ('.html', '.htm'):
+        text = html_to_text(text)
+        return [Doc(text, src, None)] if text.strip() else []
     if suf in ('.md', '.markdown'): text = markdown_to_text(text)
     return [Doc(text, src, 1)] if text.strip() else []
 
@@ -377,18 +398,21 @@ def split_sentences(text: str, max_chars: int = 1000) -> list[tuple[int, int]]:
         while e - s > max_chars:                       # an over-long sentence: cut at the last space
             cut = text.rfind(' ', s, s + max_chars)
             cut = cut if cut > s else s + max_chars
-            spans.append((s, cut)); s = cut
+            spans.append((s, cut))
+            s = cut
             while s < e and text[s].isspace(): s += 1
         if e > s: spans.append((s, e))
     for m in _END.finditer(text):
         if m.group().strip():                          # punctuation, not a blank line
-            a = b = m.start(); lo = max(start, a - 32)   # the word before the stop (a longer one is no abbreviation)
+            a = b = m.start()
+            lo = max(start, a - 32)   # the word before the stop (a longer one is no abbreviation)
             while b > lo and not text[b - 1].isspace(): b -= 1
             w = text[b:a].lower().lstrip('("\'[') if b > lo or b == start or text[b - 1].isspace() else ''
             nxt = _NEXT.match(text, m.end())            # (matching in place: slicing the rest of the text was quadratic)
             if m.group()[0] == '.' and (w in _ABBREV or (len(w) == 1 and w.isalpha())): continue
             if nxt and nxt.group(1).islower(): continue
-        emit(start, m.end()); start = m.end()
+        emit(start, m.end())
+        start = m.end()
     emit(start, len(text))
     return spans
 
@@ -408,7 +432,9 @@ def chunk_document(doc: Doc, doc_id: int = 0, window: int = 3, stride: int | Non
     line, seen = doc.line, 0                             # lines counted as the windows move on, not from the top each time
     for pos, i in enumerate(starts):
         s, e = spans[i][0], spans[min(i + max(window, 1), n) - 1][1] if window > 0 else spans[0][1]
-        if line is not None: line += doc.text.count('\n', seen, s); seen = s
+        if line is not None:
+            line += doc.text.count('\n', seen, s)
+            seen = s
         text = ' '.join(doc.text[s:e].split())
         if not text: continue
         multi = len(starts) > 1
@@ -442,11 +468,13 @@ def _read_table(path) -> dict:
 def _locked(out):
     "Hold an exclusive lock on index folder `out` (a sibling `.NAME.lock` file), so two updates never interleave."
     import fcntl
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent/f'.{out.name}.lock', 'w') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _warn(f"waiting for another update of {out} to finish"); fcntl.flock(f, fcntl.LOCK_EX)
+            _warn(f"waiting for another update of {out} to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 def _save_index_dir(out, meta, rows, vectors, index):
@@ -478,7 +506,9 @@ def _read_sources(sources, recursive, report, known=None):
     out = []
     for f in find_files(sources, recursive):
         try: info = {'source': str(f), 'sha256': _sha256(f), 'size': f.stat().st_size}
-        except OSError as e: report(f"skipped {f}: {e.strerror or e}"); continue
+        except OSError as e:
+            report(f"skipped {f}: {e.strerror or e}")
+            continue
         key = str(f.resolve())
         same = known is not None and known.get(key, {}).get('sha256') == info['sha256']
         out.append((key, info, None if same else read_documents(f, report)))
@@ -516,7 +546,9 @@ def build_index(sources, out, embedder=None, kind: str = 'auto', recursive: bool
     "Index the files in `sources` (files/folders of .txt/.md/.html/.jsonl) into the folder `out`."
     docs, files = [], {}
     for key, info, ds in _read_sources(sources, recursive, report):
-        info['docs'] = [len(docs), len(docs) + len(ds)]; files[key] = info; docs += ds
+        info['docs'] = [len(docs), len(docs) + len(ds)]
+        files[key] = info
+        docs += ds
     if not docs:
         raise OCKError(f"nothing to index in {', '.join(map(str, [sources] if isinstance(sources, (str, Path)) else sources))}: "
                        f"all {len(files)} file(s) are empty, binary or unreadable")
@@ -555,7 +587,9 @@ def _exact_storage(index) -> bool:
     if hasattr(ix, 'hnsw') and isinstance(faiss.downcast_index(ix.storage), faiss.IndexFlat): return True
     if isinstance(ix, faiss.IndexIVFFlat):
         if ix.ntotal * ix.d * 4 > 2**31: return False   # a direct map would read the whole (mapped) index first
-        try: ix.make_direct_map(); return True
+        try:
+            ix.make_direct_map()
+            return True
         except Exception: return False
     return False
 
@@ -611,14 +645,16 @@ def _window(self: Retriever, i, w):
 @patch
 def expand_many(self: Retriever, ids, w=None, threshold=None) -> list[str]:
     "Expanded passages for chunk `ids`: neighbours kept while their cosine to the hit exceeds `threshold`."
-    w = self.w if w is None else w; th = self.threshold if threshold is None else threshold
+    w = self.w if w is None else w
+    th = self.threshold if threshold is None else threshold
     wins = [self._window(int(i), w) for i in ids]
     need = sorted({int(i) for i in ids} | {j for b, a in wins for j in b + a})
     if not w or len(need) == len(set(map(int, ids))): return [self.texts[int(i)] for i in ids]
     V = dict(zip(need, self._vectors(need)))
     out = []
     for i, (before, after) in zip(ids, wins):
-        i = int(i); keep_b, keep_a = [], []
+        i = int(i)
+        keep_b, keep_a = [], []
         for j in before:
             if _cos(V[j], V[i]) <= th: break
             keep_b.append(j)
@@ -702,7 +738,8 @@ def _load_meta(path) -> dict:
 
 def load_index_dir(path, embedder=None, device='auto', mmap=None, nprobe=None, ef_search=None, w=None, threshold=None) -> Retriever:
     "A `Retriever` over an index folder written by `build_index`."
-    path = Path(path); meta = _load_meta(path)
+    path = Path(path)
+    meta = _load_meta(path)
     _check_embedder(meta['embedder'], embedder, path)
     for f in ('index.faiss', 'chunks.parquet'):
         if not (path/f).exists(): raise OCKError(f"index {path} is incomplete: {f} is missing")
@@ -745,7 +782,8 @@ def _compact(meta, rows, vectors):
     vectors = np.asarray(vectors, dtype='float32')[keep]
     keep_arr = np.asarray(keep)
     for info in meta['files'].values():              # live files' runs stay contiguous, shifted down
-        a, b = info['rows']; info['rows'] = [int(np.searchsorted(keep_arr, a)), int(np.searchsorted(keep_arr, b))]
+        a, b = info['rows']
+        info['rows'] = [int(np.searchsorted(keep_arr, a)), int(np.searchsorted(keep_arr, b))]
     return rows, vectors
 
 def add_to_index(out, sources, recursive: bool = False, embedder=None, device='auto', prune: bool = False,
@@ -757,31 +795,42 @@ def add_to_index(out, sources, recursive: bool = False, embedder=None, device='a
         return _add_to_index(out, sources, recursive, embedder, device, prune, report, progress, batch_size)
 
 def _add_to_index(out, sources, recursive, embedder, device, prune, report, progress, batch_size):
-    meta = _load_meta(out); _check_embedder(meta['embedder'], embedder, out)
+    meta = _load_meta(out)
+    _check_embedder(meta['embedder'], embedder, out)
     rows = _read_table(out/'chunks.parquet')
     vectors = np.load(out/'vectors.npy').astype('float32')
     index = read_faiss(out/'index.faiss', mmap=False)
-    ck = meta['chunking']; files = meta.setdefault('files', {})
+    ck = meta['chunking']
+    files = meta.setdefault('files', {})
     stats = {'new': 0, 'changed': 0, 'unchanged': 0, 'removed': 0, 'chunks_added': 0}
     def drop(key):
         for r in range(*files[key]['rows']): rows['deleted'][r] = True
     new_rows = {c: [] for c in _COLS}
     for key, info, docs in _read_sources(sources, recursive, report, known=files):
         old = files.get(key)
-        if docs is None: stats['unchanged'] += 1; continue
-        if old: drop(key); stats['changed'] += 1
+        if docs is None:
+            stats['unchanged'] += 1
+            continue
+        if old:
+            drop(key)
+            stats['changed'] += 1
         else: stats['new'] += 1
         r = _chunks_of(docs, meta['docs'], ck['window'], ck['stride'], ck['max_chars'])
         meta['docs'] += len(docs)
         start = len(rows['text']) + len(new_rows['text'])
-        info['rows'] = [start, start + len(r['text'])]; files[key] = info
+        info['rows'] = [start, start + len(r['text'])]
+        files[key] = info
         for c in _COLS: new_rows[c] += r[c]
     if prune:
-        for key in [k for k in files if not Path(k).exists()]: drop(key); del files[key]; stats['removed'] += 1
+        for key in [k for k in files if not Path(k).exists()]:
+            drop(key)
+            del files[key]
+            stats['removed'] += 1
     if new_rows['text']:                                # the model is loaded only when there is something to encode
         emb = embedder if isinstance(embedder, Embedder) else load_embedder(meta['embedder'], device=device, batch_size=batch_size)
         v = emb.encode(new_rows['text'], progress=progress)
-        index.add(v); vectors = np.concatenate([vectors, v])
+        index.add(v)
+        vectors = np.concatenate([vectors, v])
         for c in _COLS: rows[c] += new_rows[c]
     stats['chunks_added'] = len(new_rows['text'])
     n_del = sum(rows['deleted'])
@@ -841,7 +890,8 @@ def load_wikipedia_index(path, embedder=None, device='auto', mmap: bool = True, 
 def write_wikipedia_standin(path, snippets: list[str], embedder, titles=None) -> Path:
     "Write a Wikipedia-format index (`files/knn.index` + parquet with `text_snippet`) of `snippets`, for tests and demos."
     import pyarrow as pa, pyarrow.parquet as pq
-    d = Path(path)/'files'; d.mkdir(parents=True, exist_ok=True)
+    d = Path(path)/'files'
+    d.mkdir(parents=True, exist_ok=True)
     emb = load_embedder(embedder)
     write_faiss(build_faiss_index(emb.encode(snippets), 'flat'), d/'knn.index')
     cols = {'text_snippet': pa.array(snippets, pa.string())}
@@ -892,7 +942,8 @@ def ock_index(command:str, # build | add | search | info
     if cmd in ('build', 'add'):
         if not args: raise OCKError(f"{cmd} needs at least one file or folder to index")
         if not out: raise OCKError(f"{cmd} needs --out DIR (the index folder)")
-        t0 = time.time(); skipped = []
+        t0 = time.time()
+        skipped = []
         rep = lambda m: (skipped.append(m), _warn(m))
         if cmd == 'build':
             build_index(args, out, embedder=embedder, kind=kind, recursive=recursive, window=window, stride=stride,

@@ -108,7 +108,9 @@ def check_parameters(path, params: dict | None, raw: dict | None = None) -> dict
         k = known[name]
         if not k['literal'] or k['default'] is None or v is None: continue
         d = k['default']
-        if isinstance(d, str) and not isinstance(v, str) and name in raw: params[name] = raw[name]; continue
+        if isinstance(d, str) and not isinstance(v, str) and name in raw:
+            params[name] = raw[name]
+            continue
         if isinstance(d, (list, tuple, dict)):                   # a container: typed as a Python literal, e.g. "{}"
             if isinstance(v, str): v = params[name] = parse_literal(v)
             if not isinstance(v, (list, tuple) if isinstance(d, (list, tuple)) else dict):
@@ -146,7 +148,8 @@ def _kernel_manager(log):
     from jupyter_client import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            kw.setdefault('stdout', subprocess.DEVNULL); kw.setdefault('stderr', log)
+            kw.setdefault('stdout', subprocess.DEVNULL)
+            kw.setdefault('stderr', log)
             return await AsyncKernelManager._async_launch_kernel(self, kernel_cmd, **kw)
         _launch_kernel = _async_launch_kernel
     return QuietKernelManager
@@ -185,13 +188,16 @@ def run_notebook(path, params: dict | None = None, out=None, raw: dict | None = 
     except OCKError: raise
     except Exception as e:       # the kernel died, would not start, a cell timed out ...
         msg = (str(e).strip().splitlines() or [''])[0]
-        klog.seek(0); last = [l.strip() for l in klog.read().splitlines() if l.strip() and 'without encryption' not in l]
+        klog.seek(0)
+        last = [l.strip() for l in klog.read().splitlines() if l.strip() and 'without encryption' not in l]
         err = (f"{path}: {type(e).__name__}" + (f": {msg}" if msg else '') + (f" (kernel: {last[-1][:200]})" if last else '')
                + f"; executed notebook: {dest}")
     finally:
         klog.close()
         if tmp.exists() and tmp.stat().st_size: os.replace(tmp, dest)
-        else: tmp.unlink(missing_ok=True); dest = None
+        else:
+            tmp.unlink(missing_ok=True)
+            dest = None
     if err: raise OCKError(err if dest else err.rsplit('; executed notebook', 1)[0])
     return dest
 
@@ -208,7 +214,8 @@ def _yaml_params(spec: str) -> dict:
 def format_parameters(path) -> str:
     "The parameters of notebook `path` as a table: name, default, help."
     ps = notebook_parameters(path)
-    w = max((len(n) for n in ps), default=0); v = max((len(p['source']) for p in ps.values()), default=0)
+    w = max((len(n) for n in ps), default=0)
+    v = max((len(p['source']) for p in ps.values()), default=0)
     return '\n'.join((f"{n:<{w}}  {p['source']:<{v}}  # {p['help']}" if p['help'] else f"{n:<{w}}  {p['source']}") for n, p in ps.items())
 
 @ock_script(aliases={'-p': '--param', '-y': '--yaml', '-o': '--out'})
@@ -224,7 +231,9 @@ def ock_run(notebook: Param("the notebook to run (.ipynb)", str, opt=False),
             list_params: bool = False,     # print the notebook's parameters (name, default, help) and exit
            ):
     "Run a recipe notebook headless with papermill: parameters checked, output streamed, the executed notebook saved."
-    if list_params: print(format_parameters(notebook)); return
+    if list_params:
+        print(format_parameters(notebook))
+        return
     import signal
     def _term(*_): raise KeyboardInterrupt       # a scheduler's SIGTERM stops the kernel and its processes, as Ctrl-C does
     signal.signal(signal.SIGTERM, _term)
@@ -294,7 +303,8 @@ def plan(self: Recipe, gpus: int = 8) -> dict:
     from openchatkit.models import paper_config, num_layers, plan_pipeline
     cfg = load_train_config(self.config)
     hf = paper_config(cfg.model)
-    pp = cfg.pipeline_parallel; dp = max(1, gpus // pp)
+    pp = cfg.pipeline_parallel
+    dp = max(1, gpus // pp)
     p = plan_pipeline(hf, pp, dp, micro_batch=cfg.micro_batch_size, seq_length=cfg.seq_length, gas=cfg.gradient_accumulation_steps)
     n, tokens = p['params'], p['tokens_per_step']
     state = n * (2 + 2 + 12) / pp / 2**30          # fp16 weights and gradients, fp32 master weights and Adam moments
@@ -316,7 +326,8 @@ def check(self: Recipe):
                            f"sequences) and this machine has no CUDA GPU; set allow_cpu=True to run it on CPUs anyway "
                            f"(with a tiny model: see tests/test_recipes.py)")
         if cfg.precision == 'fp16':
-            self._auto = ['precision=fp32']; cfg = self.load()
+            self._auto = ['precision=fp32']
+            cfg = self.load()
             print("no CUDA GPU: precision fp16 -> fp32 (DeepSpeed has no fp16 on CPUs)")
     elif self.nproc and self.nproc > gpus:
         raise OCKError(f"nproc {self.nproc} > {gpus} visible GPU(s)")
@@ -388,7 +399,9 @@ def show_loss(self: Recipe):
     "Plot the loss curve (saved as OUTPUT_DIR/loss_curve.png) and display it."
     from openchatkit.checkpoint import plot_loss
     p = plot_loss(self.out_dir)
-    if p is None: print("no metrics yet"); return None
+    if p is None:
+        print("no metrics yet")
+        return None
     try:
         from IPython.display import Image, display
         display(Image(str(p)))
@@ -399,7 +412,10 @@ def show_loss(self: Recipe):
 @patch
 def run(self: Recipe, convert: bool = True) -> dict:
     "Every step: check, model, data, train, convert (if `convert`), loss curve."
-    self.check(); self.prepare_model(); self.prepare_data(); recs = self.train()
+    self.check()
+    self.prepare_model()
+    self.prepare_data()
+    recs = self.train()
     hf = self.convert() if convert else None
     return dict(output_dir=self.out_dir, hf_dir=hf, metrics=recs, loss_curve=self.show_loss())
 

@@ -170,7 +170,9 @@ async def _read_json(request, max_body: int) -> dict:
 def _not_text(obj, path='') -> str | None:
     "Where in the parsed JSON `obj` a string (or key) holds a lone surrogate, which no tokenizer (and no UTF-8) can encode; None if nowhere."
     def bad(s):
-        try: s.encode('utf-8'); return False
+        try:
+            s.encode('utf-8')
+            return False
         except UnicodeEncodeError: return True
     todo = [(obj, path)]
     while todo:                           # (no recursion: the body may be nested as deep as the JSON parser allows)
@@ -290,13 +292,16 @@ def format_logprobs(self: Job, i, recs, prev) -> dict:
     "Records `(token, logprob, alternatives)` of choice `i` (following token `prev`) in this endpoint's format."
     tok, rows = self.seqs[i].text.tokenizer, []
     for t, lp, alts in recs:
-        rows.append((token_text(tok, prev, t), lp, None if alts is None else [(token_text(tok, prev, a), v) for a, v in alts])); prev = t
+        rows.append((token_text(tok, prev, t), lp, None if alts is None else [(token_text(tok, prev, a), v) for a, v in alts]))
+        prev = t
     if self.chat:
         b = lambda s: list(s.encode('utf-8'))
         return {'content': [{'token': t, 'logprob': lp, 'bytes': b(t), 'top_logprobs': [{'token': a, 'logprob': v, 'bytes': b(a)} for a, v in alts]}
                             for t, lp, alts in rows], 'refusal': None}
     offs = []
-    for t, _, _ in rows: offs.append(self.offset[i]); self.offset[i] += len(t)
+    for t, _, _ in rows:
+        offs.append(self.offset[i])
+        self.offset[i] += len(t)
     return {'tokens': [t for t, _, _ in rows], 'token_logprobs': [lp for _, lp, _ in rows],
             'top_logprobs': [None if alts is None else _best_by_text(alts) for _, _, alts in rows], 'text_offset': offs}
 
@@ -332,7 +337,9 @@ async def gather(request, job: Job) -> tuple[list, list] | None:
                 if await request.is_disconnected(): return None
                 continue
             if ev[0] in ('error', 'abort'): raise job.failure(ev)
-            if ev[0] == 'done': texts[i], fins[i] = await job.done(i, ev); left -= 1
+            if ev[0] == 'done':
+                texts[i], fins[i] = await job.done(i, ev)
+                left -= 1
     finally: job.cancel()
     return texts, fins
 
@@ -351,30 +358,39 @@ async def released(job: Job):
     while left:
         i, ev = await job.events.get()
         if i in closed: continue
-        if ev[0] in ('error', 'abort'): yield None, job.failure(ev), 'error'; return
+        if ev[0] in ('error', 'abort'):
+            yield None, job.failure(ev), 'error'
+            return
         if ev[0] == 'delta':
             rel = job.releases[i]
             text = await job.release(rel.feed, ev[1])
             if not rel.refused:
                 if text: yield i, text, None
                 continue
-            job.seqs[i].cancel(); job.ntok[i] = len(job.seqs[i].gen_ids); fin = 'content_filter'
+            job.seqs[i].cancel()
+            job.ntok[i] = len(job.seqs[i].gen_ids)
+            fin = 'content_filter'
         else: text, fin = await job.done(i, ev)
         yield i, text, fin
-        closed.add(i); left -= 1
+        closed.add(i)
+        left -= 1
 
 async def stream_events(job: Job, include_usage: bool = False):
     "The answer to `job` as server-sent events: a first chunk per choice, released text, finish reasons, usage, `[DONE]`."
     try:
         for i in range(len(job.seqs)):
             if job.chat:
-                first = job.chunk(i, ''); first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
+                first = job.chunk(i, '')
+                first['choices'][0]['delta'] = {'role': 'assistant', 'content': ''}
                 yield _sse(first)
         echoed = set()
         async for i, text, fin in released(job):
-            if i is None: yield _sse(text.body()); break              # an error event, then [DONE] as always
+            if i is None:
+                yield _sse(text.body())
+                break              # an error event, then [DONE] as always
             if job.prefix and i not in echoed:     # the echoed prompt, once its log-probabilities are known (after the prefill)
-                echoed.add(i); yield _sse(job.chunk(i, job.echo(i), logprobs=job.prompt_logprobs(i) if job.prompt_lp else None))
+                echoed.add(i)
+                yield _sse(job.chunk(i, job.echo(i), logprobs=job.prompt_logprobs(i) if job.prompt_lp else None))
             if text: yield _sse(job.chunk(i, text, logprobs=job.logprobs(i, text)))
             if fin is not None: yield _sse(job.chunk(i, None, fin, logprobs=job.logprobs(i, '', fin)))
         else:
@@ -466,7 +482,8 @@ def submit(self: Service, prompts_ids, opts, chat, rid, prefix=None) -> Job:
     job = Job(seqs, q, rid, self.name, chat, sum(len(ids) for ids in prompts_ids),
               [Release(self.gate if moderated else None) for _ in seqs], moderated, prefix, opts['n'],
               opts.get('logprobs'), bool(opts.get('prompt_logprobs')))
-    job.registry = self.jobs; self.jobs[rid] = job # in flight until it ends (`Job.cancel`)
+    job.registry = self.jobs
+    self.jobs[rid] = job # in flight until it ends (`Job.cancel`)
     return job
 
 @patch
@@ -488,8 +505,10 @@ def refusal(self: Service, rid: str, text: str, opts: dict):
                              'choices': choices, 'usage': job.usage()})
     def events():
         for i in range(opts['n']):
-            c = job.chunk(i, text); c['choices'][0]['delta']['role'] = 'assistant'
-            yield _sse(c); yield _sse(job.chunk(i, None, 'content_filter'))
+            c = job.chunk(i, text)
+            c['choices'][0]['delta']['role'] = 'assistant'
+            yield _sse(c)
+            yield _sse(job.chunk(i, None, 'content_filter'))
         yield "data: [DONE]\n\n"
     return StreamingResponse(events(), media_type='text/event-stream')
 
@@ -620,7 +639,8 @@ def check_input(body: dict) -> list[dict]:
     try: return check_messages(head + msgs)
     except APIError as e:                     # name the field the request has: input[i], not messages[i]
         fix = lambda s: re.sub(r'messages\[(\d+)\]', lambda g: f'input[{int(g[1]) - len(head)}]', s) if s else s
-        e.param, e.message = fix(e.param), fix(e.message); raise
+        e.param, e.message = fix(e.param), fix(e.message)
+        raise
 
 # %% ../nbs/63_server.ipynb #c4e5a003
 def check_response_options(body: dict, context_length: int, default_max_tokens: int) -> dict:
@@ -675,15 +695,20 @@ async def response_events(job: Job, body: dict, mid: str, refusal: str | None = 
     at = dict(item_id=mid, output_index=0, content_index=0)
     part = lambda text: {'type': 'output_text', 'text': text, 'annotations': [], 'logprobs': []}
     try:
-        yield ev('response.created', response=response_object(job, body)); yield ev('response.in_progress', response=response_object(job, body))
+        yield ev('response.created', response=response_object(job, body))
+        yield ev('response.in_progress', response=response_object(job, body))
         yield ev('response.output_item.added', output_index=0, item=output_message(mid, None, 'in_progress'))
         yield ev('response.content_part.added', **at, part=part(''))
         text, fin = refusal or '', 'content_filter'
         if refusal: yield ev('response.output_text.delta', **at, delta=refusal, logprobs=[])
         else:
             async for _, piece, f in released(job):
-                if f == 'error': yield ev('error', code=piece.code or 'server_error', message=piece.message, param=None); return
-                if piece: text += piece; yield ev('response.output_text.delta', **at, delta=piece, logprobs=[])
+                if f == 'error':
+                    yield ev('error', code=piece.code or 'server_error', message=piece.message, param=None)
+                    return
+                if piece:
+                    text += piece
+                    yield ev('response.output_text.delta', **at, delta=piece, logprobs=[])
                 fin = f or fin
         status, reason = response_status(fin)
         yield ev('response.output_text.done', **at, text=text, logprobs=[])
@@ -732,7 +757,9 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
     svc = Service(engine, model_name, api_key, max_body, default_max_tokens, retriever, gate, k, chat_template, aliases)
     @asynccontextmanager
     async def lifespan(app):
-        engine.start(); yield; engine.stop()
+        engine.start()
+        yield
+        engine.stop()
     app = FastAPI(title='openchatkit', version='1', lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.service = engine, svc
     app.add_exception_handler(APIError, _api_error)
@@ -758,7 +785,9 @@ def serve_app(app, host: str = '127.0.0.1', port: int = 8000, log_level: str = '
             self.loop = asyncio.get_running_loop()
             await super().serve(sockets)
         def handle_exit(self, sig, frame):      # (uvicorn's own re-raises the signal at exit: killed, not exit 0)
-            if svc.draining or self.should_exit or self.loop is None: self.should_exit = self.force_exit = svc.draining = True; return
+            if svc.draining or self.should_exit or self.loop is None:
+                self.should_exit = self.force_exit = svc.draining = True
+                return
             svc.draining = True                 # (from here on new requests get 503; the rest runs on the event loop)
             self.loop.call_soon_threadsafe(self.start_drain)
         def start_drain(self): self.drainer = self.loop.create_task(self.drain())

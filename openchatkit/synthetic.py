@@ -64,13 +64,19 @@ def _key(r, skill, held, test, i=0):
     "An item key: the `i`-th held-out item (in a seeded order) when `test`, else a random one not held out."
     hk = 'word' if skill in ('count', 'spell', 'reverse') else skill
     if test:
-        items = sorted(held[hk]); random.Random(f"{r.seed_}-{skill}").shuffle(items)
+        items = sorted(held[hk])
+        random.Random(f"{r.seed_}-{skill}").shuffle(items)
         return items[i % len(items)]
     while True:
-        if skill == 'add': a, b = r.randint(10, 99), r.randint(10, 99); k = (min(a, b), max(a, b))
-        elif skill == 'sub': a, b = r.randint(10, 99), r.randint(10, 99); k = (max(a, b), min(a, b))
+        if skill == 'add':
+            a, b = r.randint(10, 99), r.randint(10, 99)
+            k = (min(a, b), max(a, b))
+        elif skill == 'sub':
+            a, b = r.randint(10, 99), r.randint(10, 99)
+            k = (max(a, b), min(a, b))
         elif skill == 'compare':
-            a, b = r.sample(range(1, 1000), 2); k = (min(a, b), max(a, b))
+            a, b = r.sample(range(1, 1000), 2)
+            k = (min(a, b), max(a, b))
         elif hk == 'word': k = pseudo_word(r)
         elif skill == 'units': k = (r.randrange(len(UNITS)), r.randint(1, 99))
         else: k = (r.randrange(7), r.randint(1, 9), r.random() < 0.5)
@@ -86,7 +92,8 @@ def skill_qa(skill: str, key, r: random.Random) -> tuple[str, str]:
                          (f"What is the sum of {a} and {b}?", f"The sum of {a} and {b} is {c}."),
                          (f"Calculate {a} + {b}.", f"{c}")])
     if skill == 'sub':
-        a, b = key; c = a - b
+        a, b = key
+        c = a - b
         return r.choice([(f"What is {a} minus {b}?", f"{a} minus {b} is {c}."),
                          (f"Subtract {b} from {a}.", f"{a} - {b} = {c}."),
                          (f"What is the difference between {a} and {b}?", f"The difference between {a} and {b} is {c}."),
@@ -114,12 +121,14 @@ def skill_qa(skill: str, key, r: random.Random) -> tuple[str, str]:
                          (f"What is '{w}' spelled backwards?", f"'{w}' spelled backwards is '{w[::-1]}'."),
                          (f"Write the word '{w}' backwards.", w[::-1])])
     if skill == 'units':
-        u, n = key; big, small, f = UNITS[u]
+        u, n = key
+        big, small, f = UNITS[u]
         return r.choice([(f"How many {small} are in {n} {big}?", f"{n} {big} is {n*f} {small}."),
                          (f"Convert {n} {big} to {small}.", f"{n*f} {small}"),
                          (f"What is {n} {big} in {small}?", f"{n} {big} is {n*f} {small}.")])
     if skill == 'weekday':
-        d, k, after = key; walk = _walk(d, k, after)
+        d, k, after = key
+        walk = _walk(d, k, after)
         rel = 'after' if after else 'before'
         days = f"{k} day{'s' if k > 1 else ''}"
         q = r.choice([f"What day is {days} {rel} {WEEKDAYS[d]}?", f"Which day of the week is {days} {rel} {WEEKDAYS[d]}?",
@@ -184,7 +193,8 @@ def _fact_fields(r, kind, name) -> dict:
         return dict(name=name(), valley=name(), year=str(r.randint(1500, 1999)), founder=f"{name()} {name()}",
                     product=r.choice(PRODUCTS))
     if kind == 'person':
-        first = name(); return dict(name=f"{first} {name()}", first=first, job=r.choice(JOBS), town=name(),
+        first = name()
+        return dict(name=f"{first} {name()}", first=first, job=r.choice(JOBS), town=name(),
                                     year=str(r.randint(1900, 2005)), colour=r.choice(COLOURS))
     return dict(name=name(5, 8) + r.choice(['', ' Works', ' and Sons', ' Ltd']), goods=r.choice(GOODS),
                 year=str(r.randint(1800, 2020)), founder=f"{name()} {name()}", town=name())
@@ -195,7 +205,9 @@ def fact_corpus(seed: int = 0, n_train: int = 300, n_heldout: int = 100) -> list
     def name(lo=4, hi=7):
         while True:
             w = pseudo_word(r, lo, hi).capitalize()
-            if w.lower() not in used: used.add(w.lower()); return w
+            if w.lower() not in used:
+                used.add(w.lower())
+                return w
     docs = []
     for i in range(n_train + n_heldout):
         kind = ('town', 'person', 'company')[i % 3]
@@ -263,24 +275,33 @@ def chat_examples(n: int, seed: int = 0, p_multi: float = 0.2, p_grounded: float
     if fresh:
         new_docs = fresh_fact_docs(seed, exclude=[d for d in docs if d['split'] != 'train'])
         def reading():
-            d = next(new_docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+            d = next(new_docs)
+            attr = r.choice(list(QUESTIONS[d['kind']]))
             q = {'question': r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title']), 'answer': d['facts'][attr]}
             return d, q
     else:
         train_docs = [d for d in docs if d['split'] == 'train']
         qs, byid = fact_questions(train_docs), {d['id']: d for d in train_docs}
-        def reading(): q = r.choice(qs); return byid[q['doc_id']], q
+        def reading():
+            q = r.choice(qs)
+            return byid[q['doc_id']], q
     skills = iter_skill_examples(seed, 'train', p_preamble=0, weights=skill_weights)
     convs = iter_conversations(seed, max_tokens, count, skill_weights=skill_weights, docs=docs, **(conv_kw or {})) if p_conv else None
     rc, out = random.Random(f"conv-pick-{seed}"), []
     for _ in range(n):
-        if convs is not None and rc.random() < p_conv: out.append({'text': next(convs)['text']}); continue
+        if convs is not None and rc.random() < p_conv:
+            out.append({'text': next(convs)['text']})
+            continue
         pre = preamble(r) if r.random() < p_preamble else ''
         u = r.random()
         if u < p_grounded:
-            d, q = reading(); out.append({'text': grounded_example(d, q, pre)['text']}); continue
+            d, q = reading()
+            out.append({'text': grounded_example(d, q, pre)['text']})
+            continue
         if u < p_grounded + p_talk:
-            qs_, as_ = r.choice(SMALL_TALK); out.append({'text': pre + _exchange(r.choice(qs_), r.choice(as_))}); continue
+            qs_, as_ = r.choice(SMALL_TALK)
+            out.append({'text': pre + _exchange(r.choice(qs_), r.choice(as_))})
+            continue
         k = r.choice([2, 3]) if u < p_grounded + p_talk + p_multi else 1
         turns = [next(skills) for _ in range(k)]
         out.append({'text': pre + '\n'.join(_exchange(e['question'], e['answer']) for e in turns)})
@@ -304,16 +325,21 @@ def iter_conversations(seed: int = 0, max_tokens: int = 256, count=None, skill_w
         while True:
             u = r.random()
             if u < p_grounded:
-                d = next(new_docs); attr = r.choice(list(QUESTIONS[d['kind']]))
+                d = next(new_docs)
+                attr = r.choice(list(QUESTIONS[d['kind']]))
                 q = r.choice(QUESTIONS[d['kind']][attr]).format(name=d['title'])
                 ex, kind = f"<human>: {d['text']}\n" + _exchange(q, d['facts'][attr]), 'grounded'
             elif u < p_grounded + p_talk:
-                qs_, as_ = r.choice(SMALL_TALK); ex, kind = _exchange(r.choice(qs_), r.choice(as_)), 'talk'
+                qs_, as_ = r.choice(SMALL_TALK)
+                ex, kind = _exchange(r.choice(qs_), r.choice(as_)), 'talk'
             else:
-                e = next(skills); ex, kind = _exchange(e['question'], e['answer']), e['skill']
+                e = next(skills)
+                ex, kind = _exchange(e['question'], e['answer']), e['skill']
             n = count(ex) + (1 if parts else 0)
             if used + n > target and len(parts) >= 2 or used + n > budget: break
-            parts.append(ex); kinds.append(kind); used += n
+            parts.append(ex)
+            kinds.append(kind)
+            used += n
         yield {'text': pre + '\n'.join(parts), 'turns': kinds}
 
 def conversation_examples(n: int, seed: int = 0, max_tokens: int = 256, count=None, **kw) -> list[dict]:
@@ -411,7 +437,9 @@ def _mod_fillers(split: str) -> dict:
     r = random.Random(SPLIT_SEED)
     out = {}
     for k, vs in _MOD_FILLERS.items():
-        vs = list(vs); r.shuffle(vs); cut = max(1, len(vs) // 4)
+        vs = list(vs)
+        r.shuffle(vs)
+        cut = max(1, len(vs) // 4)
         out[k] = vs[:cut] if split == 'test' else vs[cut:]
     return out
 
@@ -440,7 +468,8 @@ def evaluate_exact_match(model, tokenizer, examples: list[dict], batch_size: int
     for i, e in enumerate(examples): groups[len(tokenizer(e['prompt'])['input_ids'])].append(i)
     chunks = [idx[j:j+batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
     if progress:
-        from tqdm.auto import tqdm; chunks = tqdm(chunks, desc='exact match')
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc='exact match')
     out = [None] * len(examples)
     dev = next(model.parameters()).device
     with torch.inference_mode():
@@ -467,7 +496,8 @@ def em_table(results: list[dict]) -> dict:
 def write_fact_corpus(out_dir, seed: int = 0, n_train: int = 300, n_heldout: int = 100) -> dict:
     "Write `facts.jsonl` (all documents) and `facts_questions.jsonl` (every question) into `out_dir`."
     from openchatkit.data import write_jsonl
-    out_dir = Path(out_dir); docs = fact_corpus(seed, n_train, n_heldout)
+    out_dir = Path(out_dir)
+    docs = fact_corpus(seed, n_train, n_heldout)
     return {'facts': write_jsonl(out_dir/'facts.jsonl', docs),
             'facts_questions': write_jsonl(out_dir/'facts_questions.jsonl', fact_questions(docs, seed))}
 
@@ -476,7 +506,8 @@ def write_chat_data(out_dir, n_train: int = 100_000, n_test: int = 800, seed: in
     """Write the tiny recipe's data into `out_dir`: `chat_train.jsonl` (training texts), `skills_test.jsonl` (held-out
     skill questions), `grounded_test.jsonl` (held-out entities' questions with their gold passage), `facts.jsonl`."""
     from openchatkit.data import write_jsonl
-    out_dir = Path(out_dir); docs = fact_corpus(seed, n_docs, n_heldout_docs)
+    out_dir = Path(out_dir)
+    docs = fact_corpus(seed, n_docs, n_heldout_docs)
     byid = {d['id']: d for d in docs}
     held_qs = fact_questions([d for d in docs if d['split'] == 'heldout'], seed)
     r = random.Random(f"grounded-test-{seed}")

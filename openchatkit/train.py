@@ -105,7 +105,9 @@ def _holder(path) -> dict:
     return h if isinstance(h, dict) else {}
 
 def _pid_alive(pid) -> bool:
-    try: os.kill(int(pid), 0); return True
+    try:
+        os.kill(int(pid), 0)
+        return True
     except ProcessLookupError: return False
     except (PermissionError, ValueError, TypeError): return True
 
@@ -130,7 +132,8 @@ class OutputLock:
             h = _holder(self.path)
             if h.get('pid') not in (None, os.getpid()) and (h.get('host') != socket.gethostname() or _pid_alive(h['pid'])):
                 self._refuse(output_dir, f" (if that run has ended, delete {self.path})")
-        self.f.seek(0); self.f.truncate()              # ours now (a dead holder's lock is simply taken over)
+        self.f.seek(0)
+        self.f.truncate()              # ours now (a dead holder's lock is simply taken over)
         self.f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))) + '\n')
         self.f.flush()
 
@@ -141,12 +144,15 @@ class OutputLock:
             h = _holder(self.path)
             if h.get('host') != socket.gethostname() or not _exiting(h.get('pid')): return False
             time.sleep(0.05)
-            try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+            try:
+                fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
             except BlockingIOError: pass
         return False
 
     def _refuse(self, output_dir, hint=''):
-        h = _holder(self.path); self.f.close()
+        h = _holder(self.path)
+        self.f.close()
         raise OCKError(f"output_dir {output_dir} is in use by another training run: pid {h.get('pid', '?')} on host "
                        f"{h.get('host', '?')}" + (f" (since {h['since']})" if 'since' in h else '') +
                        f"; wait for it to end or stop it, or choose another output_dir{hint}")
@@ -154,7 +160,9 @@ class OutputLock:
     def release(self):
         "Let the folder go."
         if not self.f.closed:
-            try: self.f.seek(0); self.f.truncate()
+            try:
+                self.f.seek(0)
+                self.f.truncate()
             finally: self.f.close()
 
     def __enter__(self): return self
@@ -175,7 +183,9 @@ def train(cfg: TrainConfig | dict | str, overrides=None) -> dict:
     try:
         t = (LoraTrainer if cfg.lora else Trainer)(cfg).setup()    # adapters on a frozen base (25_lora), or every weight (24_trainer)
         try: steps = t.run()
-        except BaseException: t.close(wait=False); raise  # no barrier: another stage may be blocked in a send/receive
+        except BaseException:
+            t.close(wait=False)
+            raise  # no barrier: another stage may be blocked in a send/receive
         t.close()
     finally:
         if lock: lock.release()
@@ -212,7 +222,8 @@ def _describe(e: BaseException) -> str:
     s = str(e)
     lost = next((m for m in ('Connection closed by peer', 'Connection reset by peer') if m in s), None)
     if isinstance(e, RuntimeError) and lost: return f"lost contact with another rank ({lost}): that rank stopped, see its error"
-    import traceback; traceback.print_exc()
+    import traceback
+    traceback.print_exc()
     first = (s.strip().splitlines() or [''])[0]
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
@@ -265,7 +276,8 @@ def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_
         else:
             import yaml
             path = Path(cfgd.get('output_dir', 'runs/run'))/'launch_config.yaml'
-            path.parent.mkdir(parents=True, exist_ok=True); path.write_text(yaml.safe_dump(cfgd, sort_keys=False))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(cfgd, sort_keys=False))
         cmd = launch_command(path, overrides, nproc, nnodes, node_rank, master_addr, master_port)
         r = subprocess.run(cmd, env=_launch_env(env, nproc), timeout=timeout, text=True, capture_output=capture,
                            preexec_fn=dies_with_me())
@@ -298,7 +310,8 @@ def ock_train(config: str,                 # the run's YAML config (see 22_confi
     if check and cfg.lora:
         facts = check_config(cfg, n * nnodes)
         print(f"ok: {facts['family']} with {facts['layers']} blocks; {facts['summary']}; world {facts['world']} = dp {facts['dp']}"
-              + (f"; resumes from {facts['latest']}" if facts['latest'] else '')); return
+              + (f"; resumes from {facts['latest']}" if facts['latest'] else ''))
+        return
     if check:
         facts = check_config(cfg, n * nnodes)
         print(f"ok: {facts['family']} with {facts['layers']} blocks; world {facts['world']} = pp {facts['pp']} x dp {facts['dp']}; "
@@ -306,6 +319,7 @@ def ock_train(config: str,                 # the run's YAML config (see 22_confi
         return
     r = launch_training(config, n, overrides, nnodes, node_rank, master_addr, master_port or None, check=False)
     if r.returncode:
-        print(f"error: training failed (exit code {r.returncode}); see the messages above", file=sys.stderr); sys.exit(r.returncode if r.returncode < 128 else 1)
+        print(f"error: training failed (exit code {r.returncode}); see the messages above", file=sys.stderr)
+        sys.exit(r.returncode if r.returncode < 128 else 1)
     recs = read_metrics(cfg.output_dir)
     if recs: print(f"done: step {recs[-1]['step']}, loss {recs[-1]['loss']:.4f}; checkpoints in {Path(cfg.output_dir)/'checkpoints'}")

@@ -38,7 +38,8 @@ class _PlainLM:
         from openchatkit.pipeline import build_sequential, loss_fn
         class LM(nn.Module):
             def __init__(self):
-                super().__init__(); self.seq = build_sequential(config, model_dir, amp, sep)
+                super().__init__()
+                self.seq = build_sequential(config, model_dir, amp, sep)
             def forward(self, x, y): return loss_fn(self.seq(x), y)
         return LM()
 
@@ -132,7 +133,8 @@ def _load_named_optimizer(self: Trainer, d: Path):
     for g, saved in zip(opt.param_groups, merged['__param_groups__']): g.update(saved)
     for name, p in self.engine.module.named_parameters():
         if name in merged:
-            opt.state[p] = {k: (v.to(p.device) if hasattr(v, 'to') else v) for k, v in merged[name].items()}; n += 1
+            opt.state[p] = {k: (v.to(p.device) if hasattr(v, 'to') else v) for k, v in merged[name].items()}
+            n += 1
     return n
 
 # %% ../nbs/24_trainer.ipynb #7a1e0011
@@ -163,7 +165,8 @@ def save(self: Trainer) -> Path:
     with writing(tmp): self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag + '.tmp', save_latest=False, client_state={'ock_step': step})
     slow = os.environ.get('OCK_TEST_SLOW_SAVE')            # test hook: "rank:seconds" stalls one rank mid-save
     if slow and int(slow.split(':')[0]) == self.rank and step == cfg.total_steps:
-        print(f"[rank {self.rank}] (slow) about to write the rest of {tmp}", flush=True); time.sleep(float(slow.split(':')[1]))
+        print(f"[rank {self.rank}] (slow) about to write the rest of {tmp}", flush=True)
+        time.sleep(float(slow.split(':')[1]))
     save_rank_state(tmp, self.rank, {self.dp_rank: self.stream} if self.first and self.stream is not None else {})
     st = self._named_optimizer_state()
     if st is not None and self.dp_rank == 0 and not self.plain:
@@ -171,7 +174,9 @@ def save(self: Trainer) -> Path:
     dist.barrier()                                          # every rank has written everything
     if self.rank == 0:
         check_written(tmp, self.expected_files())
-        with writing(tmp): self.hf_config.save_pretrained(str(tmp)); self.tokenizer.save_pretrained(str(tmp))
+        with writing(tmp):
+            self.hf_config.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
         meta = dict(step=step, tokens=step * self.tokens_per_step, family=self.hf_config.model_type,
                     n_pipe_layers=self.hf_config.num_hidden_layers + 3, head_name=self.head_name,
                     tied=bool(getattr(self.hf_config, 'tie_word_embeddings', False)),
@@ -228,10 +233,12 @@ def _plain_step(self: Trainer, it):
     for _ in range(self.cfg.gradient_accumulation_steps):
         x, y = next(it)
         loss = self.engine(x.to(self.engine.device), y.to(self.engine.device))
-        self.engine.backward(loss); self.engine.step()
+        self.engine.backward(loss)
+        self.engine.step()
         tot = loss.detach() if tot is None else tot + loss.detach()
     tot = tot / self.cfg.gradient_accumulation_steps
-    self.dist.all_reduce(tot); return tot / self.dp
+    self.dist.all_reduce(tot)
+    return tot / self.dp
 
 @patch
 def train_step(self: Trainer, it):
@@ -255,7 +262,9 @@ def evaluate(self: Trainer) -> dict:
         self.engine.eval()
         with torch.no_grad():
             loss = torch.stack([self.engine(x.to(self.engine.device), y.to(self.engine.device)) for x, y in bs]).mean()
-        self.engine.train(); self.dist.all_reduce(loss); loss = loss / self.dp
+        self.engine.train()
+        self.dist.all_reduce(loss)
+        loss = loss / self.dp
     else:
         loss = self.engine.eval_batch(iter(bs or []), num_micro_batches=cfg.eval_batches)
     loss = float(loss.float().mean().item())
@@ -276,7 +285,8 @@ def run(self: Trainer) -> int:
     out = Path(cfg.output_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        import yaml; atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
+        import yaml
+        atomic_write_text(out/'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
     steps = StepLog(out, log, self.engine.global_steps, stop, self.tokens_per_step, cfg.log_every, cfg.progress, main)
     t0 = time.time()
     try:
@@ -291,7 +301,9 @@ def run(self: Trainer) -> int:
             rec = dict(loss=loss, lr=lr_used)
             gn = self.engine.get_global_grad_norm() if hasattr(self.engine, 'get_global_grad_norm') else None
             if gn is not None: rec['grad_norm'] = float(gn)
-            if cfg.precision == 'fp16': rec['loss_scale'] = float(getattr(self.engine.optimizer, 'cur_scale', 0) or 0); rec['skipped'] = self.engine.skipped_steps
+            if cfg.precision == 'fp16':
+                rec['loss_scale'] = float(getattr(self.engine.optimizer, 'cur_scale', 0) or 0)
+                rec['skipped'] = self.engine.skipped_steps
             if cfg.eval_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps):
                 rec.update(self.evaluate())
             steps(step, rec)
@@ -325,15 +337,21 @@ def reference_train(cfg: TrainConfig, steps: int | None = None, dp: int = 1, mod
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     model = model or build_sequential(hf, cfg.model, cfg.amp, doc_sep(cfg, tok))
     model.train()
-    opt = build_optimizer(model.named_parameters(), cfg); sched = build_scheduler(opt, cfg)
+    opt = build_optimizer(model.named_parameters(), cfg)
+    sched = build_scheduler(opt, cfg)
     its = [batches(make_stream(cfg, cfg.data, tok, r, dp), cfg.micro_batch_size) for r in range(dp)]
     gas, losses = cfg.gradient_accumulation_steps, []
     for step in range(steps or cfg.total_steps):
-        opt.zero_grad(set_to_none=True); tot = 0.0
+        opt.zero_grad(set_to_none=True)
+        tot = 0.0
         for r in range(dp):
             for _ in range(gas):
-                x, y = next(its[r]); loss = loss_fn(model(x), y)
-                (loss / (gas * dp)).backward(); tot += loss.item()
+                x, y = next(its[r])
+                loss = loss_fn(model(x), y)
+                (loss / (gas * dp)).backward()
+                tot += loss.item()
         if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step(); sched.step(); losses.append(tot / (gas * dp))
+        opt.step()
+        sched.step()
+        losses.append(tot / (gas * dp))
     return losses, model

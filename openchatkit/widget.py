@@ -122,9 +122,13 @@ class _Recorder:
     "Wrap a moderation gate and keep its last decision on the message and on the reply."
     def __init__(self, gate): self.gate, self.log = gate, {}
     def check_input(self, text):
-        d = self.gate.check_input(text); self.log['message'] = decision_of(d); return d
+        d = self.gate.check_input(text)
+        self.log['message'] = decision_of(d)
+        return d
     def check_output(self, text):
-        d = self.gate.check_output(text); self.log['reply'] = decision_of(d); return d
+        d = self.gate.check_output(text)
+        self.log['reply'] = decision_of(d)
+        return d
 
 @patch
 def _show_details(self: ChatWidget, hits: list, decisions: dict):
@@ -150,8 +154,10 @@ def _show_details(self: ChatWidget, hits: list, decisions: dict):
 def reset(self: ChatWidget):
     "Start a new conversation (what Reset does); a reply being written is stopped first."
     if self.busy and threading.get_ident() != self._gen_thread:
-        self._stop.set(); self._idle.wait()
-    self.conv = Conversation(now=self.now, system=self.system); self.messages = []
+        self._stop.set()
+        self._idle.wait()
+    self.conv = Conversation(now=self.now, system=self.system)
+    self.messages = []
     self.messages_box.children = ()
     self.model.reset_cache()
     self.status.value = f"chatting with <code>{html.escape(os.path.basename(str(self.model.name).rstrip('/')))}</code> on {self.model.device}"
@@ -175,7 +181,8 @@ def _before_token(self: ChatWidget, module, args):
     if self.hold is not None and self._forwards > self.hold and not self._stop.is_set():
         self.status.value = f"<i>paused after {self._forwards - 1} tokens (hold={self.hold}): Stop or Reset</i>"
         while self.hold is not None and self._forwards > self.hold and not self._stop.is_set():
-            self.holding.set(); self._stop.wait(0.05)
+            self.holding.set()
+            self._stop.wait(0.05)
         self.holding.clear()
     if self._stop.is_set(): raise _Stopped()
     return None
@@ -183,7 +190,9 @@ def _before_token(self: ChatWidget, module, args):
 @patch
 def stop(self: ChatWidget):
     "End the reply being written (what Stop does): it stops before its next token."
-    if self.busy: self._stop.set(); self.status.value = '<i>stopping…</i>'
+    if self.busy:
+        self._stop.set()
+        self.status.value = '<i>stopping…</i>'
 
 # %% ../nbs/62_widget.ipynb #9054f774
 @patch
@@ -191,16 +200,22 @@ def _claim(self: ChatWidget) -> bool:
     "Become busy (False if a reply is already being written)."
     with self._lock:
         if self.busy: return False
-        self.busy = True; self._idle.clear(); self._stop.clear()
-    self.text.disabled = self.send_button.disabled = True; self.stop_button.disabled = False
+        self.busy = True
+        self._idle.clear()
+        self._stop.clear()
+    self.text.disabled = self.send_button.disabled = True
+    self.stop_button.disabled = False
     return True
 
 @patch
 def _release(self: ChatWidget):
     "Not busy any more: the input is enabled (and focused) again, and only then does `wait` return."
-    self.text.disabled = self.send_button.disabled = False; self.stop_button.disabled = True
+    self.text.disabled = self.send_button.disabled = False
+    self.stop_button.disabled = True
     self.text.focus()
-    with self._lock: self.busy = False; self._idle.set()
+    with self._lock:
+        self.busy = False
+        self._idle.set()
 
 @patch
 def reply(self: ChatWidget, text: str | None = None) -> str | None:
@@ -216,7 +231,9 @@ def _turn(self: ChatWidget, text: str) -> str | None:
     self.text.value = ''
     self._add('user', text)
     bot, pieces = self._add('bot', '', pending=True), []
-    def on_piece(p): pieces.append(p); self._update(bot, ''.join(pieces).lstrip(), pending=True)
+    def on_piece(p):
+        pieces.append(p)
+        self._update(bot, ''.join(pieces).lstrip(), pending=True)
     gate = _Recorder(self.gate) if self.gate is not None else None
     try:
         gen = self.gen()
@@ -225,9 +242,14 @@ def _turn(self: ChatWidget, text: str) -> str | None:
         h = self.model.model.register_forward_pre_hook(self._before_token)
         try: r = chat_turn(self.model, self.conv, text, gen, self.retriever, gate, self.k, on_piece=on_piece,
                            on_note=lambda s: self._add('note', s), chat_template=self.chat_template)
-        finally: h.remove(); self._gen_thread = None
+        finally:
+            h.remove()
+            self._gen_thread = None
     except (OCKError, ContextOverflow) as e:
-        self._drop(bot); self._add('note', f"error: {e}"); self.status.value = ''; return None
+        self._drop(bot)
+        self._add('note', f"error: {e}")
+        self.status.value = ''
+        return None
     shown = ''.join(pieces).strip() if r.status == 'refused_output' and r.streamed else r.reply.strip()
     reply = shown + (' [stopped]' if r.status == 'interrupted' else '')
     self._update(bot, reply)
@@ -252,7 +274,9 @@ def send(self: ChatWidget, text: str | None = None) -> threading.Thread | None:
     if not text or not self._claim(): return None
     def run():
         try: self._turn(text)
-        except Exception as e: self._add('note', f"error: {type(e).__name__}: {e}"); self.status.value = ''
+        except Exception as e:
+            self._add('note', f"error: {type(e).__name__}: {e}")
+            self.status.value = ''
         finally: self._release()
     self._worker = threading.Thread(target=run, name='ock-chat-reply', daemon=True)
     self._worker.start()

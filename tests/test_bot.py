@@ -18,7 +18,8 @@ def _default_sigint():
 @pytest.mark.timeout(600)
 def test_bad_input_is_one_line(tiny, tmp_path):
     assert_one_line_error(run('--model', str(tmp_path/'missing')), 'does not exist')
-    (tmp_path/'notamodel').mkdir(); (tmp_path/'notamodel'/'readme.txt').write_text('hi')
+    (tmp_path/'notamodel').mkdir()
+    (tmp_path/'notamodel'/'readme.txt').write_text('hi')
     assert_one_line_error(run('--model', str(tmp_path/'notamodel')), 'not a model directory')
     assert_one_line_error(run('--model', tiny, '--device', 'tpu'), "unknown device 'tpu'")
     assert_one_line_error(run('--model', tiny, '-g', 'zero:ten'), "bad -g/--gpu-vram value 'zero:ten'")

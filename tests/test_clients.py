@@ -8,7 +8,8 @@ import pytest
 from conftest import serving
 import httpx
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('LITELLM_LOCAL_MODEL_COST_MAP', 'True')      # litellm: no fetch of its price list at import
 BIN = Path(sys.executable).parent
 MSGS = [{'role': 'system', 'content': 'You are a helpful assistant.'}, {'role': 'user', 'content': 'What is 12 plus 30?'}]
@@ -33,7 +34,9 @@ def expected(cm, msgs=MSGS, n=N, seed=SEED):
 
 def check(cm, got_fn, msgs=MSGS):
     "`got_fn()` equals ChatModel's reply (computed before and after it, in case the day changed in between)."
-    before = expected(cm, msgs); got = got_fn(); after = expected(cm, msgs)
+    before = expected(cm, msgs)
+    got = got_fn()
+    after = expected(cm, msgs)
     assert got in (before, after), (got, before, after)
     return got
 

@@ -51,7 +51,8 @@ def test_checker_catches_the_deviations_it_guards():
     msg = {'id': 'c', 'object': 'chat.completion', 'created': 1, 'model': 'm',
            'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': 'hi'}, 'logprobs': None, 'finish_reason': 'stop'}]}
     assert any("'refusal' is a required property" in e for e in errors(msg, 'CreateChatCompletionResponse'))
-    good = copy.deepcopy(msg); good['choices'][0]['message']['refusal'] = None
+    good = copy.deepcopy(msg)
+    good['choices'][0]['message']['refusal'] = None
     assert errors(good, 'CreateChatCompletionResponse') == []
     assert errors({'id': 'r', 'object': 'response'}, 'Response')      # far from a response
 

@@ -27,21 +27,28 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if start >= len(data) and rng: return self.send_error(416)
         self.send_response(206 if rng else 200)
         if rng: self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
-        self.send_header('Content-Length', str(len(data) - start)); self.end_headers()
+        self.send_header('Content-Length', str(len(data) - start))
+        self.end_headers()
         body = data[start:]
-        if not rng and self.path in self.cut: body = body[:self.cut.pop(self.path)]; self.close_connection = True
+        if not rng and self.path in self.cut:
+            body = body[:self.cut.pop(self.path)]
+            self.close_connection = True
         self.wfile.write(body)
 
 
 @pytest.fixture
 def server(tmp_path):
-    root = tmp_path/'www'; root.mkdir()
+    root = tmp_path/'www'
+    root.mkdir()
     h = lambda *a, **k: _Handler(*a, directory=str(root), **k)
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)
-    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
-    _Handler.cut.clear(); _Handler.seen.clear()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    _Handler.cut.clear()
+    _Handler.seen.clear()
     yield root, f'http://127.0.0.1:{srv.server_address[1]}'
-    srv.shutdown(); srv.server_close()
+    srv.shutdown()
+    srv.server_close()
 
 
 def _docs(n): return [f"<human>: What is {i} plus {i + 1}?\n<bot>: {i} plus {i + 1} is {2 * i + 1}." for i in range(n)]
@@ -73,7 +80,8 @@ def test_download_errors(server, tmp_path):
 
 def test_stream_from_url(server):
     root, url = server
-    write_jsonl(root/'a.jsonl.zst', _docs(200)); write_jsonl(root/'b.jsonl', ['plain text'] * 50)
+    write_jsonl(root/'a.jsonl.zst', _docs(200))
+    write_jsonl(root/'b.jsonl', ['plain text'] * 50)
     r = read_jsonl(f'{url}/a.jsonl.zst')
     assert [x['text'] for x in r] == _docs(200)
     from openchatkit.tiny import train_tokenizer
@@ -102,8 +110,10 @@ def test_cli_url_and_stats(server, tmp_path):
 
 
 def test_cli_presets_from_mirror(tmp_path):
-    hub = tmp_path/'hub'/'laion'/'OIG'; hub.mkdir(parents=True)
-    write_jsonl(hub/'unified_chip2.jsonl', _docs(10)); write_jsonl(hub/'unified_p3.jsonl.gz', _docs(20))
+    hub = tmp_path/'hub'/'laion'/'OIG'
+    hub.mkdir(parents=True)
+    write_jsonl(hub/'unified_chip2.jsonl', _docs(10))
+    write_jsonl(hub/'unified_p3.jsonl.gz', _docs(20))
     (hub/'README.md').write_text('card')
     env = {**ENV, 'OCK_HUB_MIRROR': str(tmp_path/'hub'), 'OCK_DATA_DIR': str(tmp_path/'data')}
     r = subprocess.run([SCRIPT, 'oig', '--unpack'], capture_output=True, text=True, env=env, timeout=120)
@@ -137,19 +147,27 @@ class _Hub(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
     def _json(self, obj):
         b = json.dumps(obj).encode()
-        self.send_response(200); self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
     def _files(self, repo):
         d = Path(self.root)/repo
         return sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()) if d.is_dir() else None
     def _route(self, head=False):
         from urllib.parse import urlparse, unquote
-        path = unquote(urlparse(self.path).path); self.log.append((self.command, path))
+        path = unquote(urlparse(self.path).path)
+        self.log.append((self.command, path))
         parts = path.strip('/').split('/')
         if parts[:2] == ['api', 'datasets'] and len(parts) >= 4:
             repo, files = '/'.join(parts[2:4]), self._files('/'.join(parts[2:4]))
             if files is None:
-                self.send_response(404); self.send_header('X-Error-Code', 'RepoNotFound'); self.send_header('Content-Length', '0'); self.end_headers(); return
+                self.send_response(404)
+                self.send_header('X-Error-Code', 'RepoNotFound')
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+                return
             if len(parts) == 4 or parts[4] == 'revision':
                 return self._json({'id': repo, 'sha': self.sha, 'siblings': [{'rfilename': f} for f in files]})
             if parts[4] == 'tree':
@@ -159,20 +177,26 @@ class _Hub(http.server.BaseHTTPRequestHandler):
             f = Path(self.root)/'/'.join(parts[1:3])/'/'.join(parts[5:])
             if f.is_file():
                 data = f.read_bytes()
-                self.send_response(200); self.send_header('Content-Length', str(len(data)))
-                self.send_header('X-Repo-Commit', self.sha); self.send_header('ETag', f'"{len(data):08x}{f.name}"')
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(data)))
+                self.send_header('X-Repo-Commit', self.sha)
+                self.send_header('ETag', f'"{len(data):08x}{f.name}"')
                 self.end_headers()
                 if not head: self.wfile.write(data)
                 return
-        self.send_response(404); self.send_header('Content-Length', '0'); self.end_headers()
+        self.send_response(404)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
     def do_GET(self): self._route()
     def do_HEAD(self): self._route(head=True)
 
 
 def test_cli_hub_dataset_through_snapshot_download(tmp_path):
     "The real `huggingface_hub.snapshot_download` path, against a local stand-in of the hub's HTTP API."
-    repo = tmp_path/'hub'/'laion'/'OIG'; repo.mkdir(parents=True)
-    write_jsonl(repo/'unified_chip2.jsonl', _docs(10)); write_jsonl(repo/'unified_p3.jsonl.gz', _docs(20))
+    repo = tmp_path/'hub'/'laion'/'OIG'
+    repo.mkdir(parents=True)
+    write_jsonl(repo/'unified_chip2.jsonl', _docs(10))
+    write_jsonl(repo/'unified_p3.jsonl.gz', _docs(20))
     (repo/'README.md').write_text('card')
     _Hub.root, _Hub.log = str(tmp_path/'hub'), []
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hub)
@@ -190,7 +214,8 @@ def test_cli_hub_dataset_through_snapshot_download(tmp_path):
         r = subprocess.run([SCRIPT, 'someone/missing'], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 2 and r.stderr.startswith("error: no dataset 'someone/missing' on the Hugging Face hub"), r.stderr
     finally:
-        srv.shutdown(); srv.server_close()
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_unreachable_url_is_one_line_error(server):
@@ -201,14 +226,17 @@ def test_unreachable_url_is_one_line_error(server):
 def test_stream_hub_dataset_without_download(tmp_path, monkeypatch):
     "`hf://datasets/...` mixture items list the repo through the hub API and stream its files (local stand-in hub)."
     from huggingface_hub import constants
-    repo = tmp_path/'hub'/'laion'/'OIG'; (repo/'sub').mkdir(parents=True)
-    write_jsonl(repo/'unified_chip2.jsonl', _docs(30)); write_jsonl(repo/'sub'/'unified_p3.jsonl.zst', _docs(40))
+    repo = tmp_path/'hub'/'laion'/'OIG'
+    (repo/'sub').mkdir(parents=True)
+    write_jsonl(repo/'unified_chip2.jsonl', _docs(30))
+    write_jsonl(repo/'sub'/'unified_p3.jsonl.zst', _docs(40))
     (repo/'README.md').write_text('card')
     _Hub.root, _Hub.log = str(tmp_path/'hub'), []
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hub)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     ep = f'http://127.0.0.1:{srv.server_address[1]}'
-    monkeypatch.setattr(constants, 'ENDPOINT', ep); monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(constants, 'ENDPOINT', ep)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
     try:
         from openchatkit.data import parse_mixture, hub_files
         assert hub_files('hf://datasets/laion/OIG') == [f'{ep}/datasets/laion/OIG/resolve/main/sub/unified_p3.jsonl.zst',
@@ -219,7 +247,8 @@ def test_stream_hub_dataset_without_download(tmp_path, monkeypatch):
         with pytest.raises(OCKError, match='no data files match hf://datasets/laion/OIG/nothing'): hub_files('hf://datasets/laion/OIG/nothing*')
         with pytest.raises(OCKError, match='cannot list hf://datasets/someone/missing'): hub_files('hf://datasets/someone/missing')
     finally:
-        srv.shutdown(); srv.server_close()
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.mark.parametrize('name', ['chat.jsonl', 'chat.jsonl.gz'])

@@ -41,17 +41,20 @@ def test_resume_exact_over_compressed_multi_file_directory(tmp_path, dp_rank):
     "Resume at many points of a directory of .gz/.zst/.jsonl files (file order reshuffled each epoch), rank 1 of 2."
     rng = random.Random(1)
     tok = train_tokenizer([_doc(rng, i) for i in range(200)], vocab_size=300)
-    d = tmp_path/'data'; d.mkdir()
+    d = tmp_path/'data'
+    d.mkdir()
     for k, ext in enumerate(['jsonl.gz', 'jsonl.zst', 'jsonl', 'jsonl.gz']):
         write_jsonl(d/f'part{k}.{ext}', [_doc(rng, 1000 * k + i, 4, 8) for i in range(40 + 10 * k)])
     mk = lambda: PackedStream(f'{d}:2,{d}/part1.jsonl.zst', tok, 48, seed=5, shuffle_buffer=16, loss_on='bot',
                               dp_rank=dp_rank, dp_size=2)
     ref = [b for _, b in zip(range(600), mk())]
     for n in (7, 101, 350, 599):
-        s = mk(); it = iter(s)
+        s = mk()
+        it = iter(s)
         for _ in range(n): next(it)
         state = json.loads(json.dumps(s.state_dict()))
-        s2 = mk(); s2.load_state_dict(state)
+        s2 = mk()
+        s2.load_state_dict(state)
         got = [b for _, b in zip(range(600 - n), s2)]
         assert all((a['input_ids'] == b['input_ids']).all() and (a['labels'] == b['labels']).all()
                    for a, b in zip(ref[n:], got)), n

@@ -37,7 +37,8 @@ def test_surrogate_index_build(tmp_path):
     "`ock-index build` reports the record with file:line and indexes the rest."
     from openchatkit.retrieval import tiny_bert
     emb = tiny_bert(tmp_path/'bert')                                       # a tiny encoder: the test is about reading
-    (tmp_path/'docs').mkdir(); f = _surrogate_file(tmp_path/'docs'/'s.jsonl')
+    (tmp_path/'docs').mkdir()
+    f = _surrogate_file(tmp_path/'docs'/'s.jsonl')
     r = run('ock-index', 'build', tmp_path/'docs', '--out', tmp_path/'idx', '--window', '1', '--embedder', f'mean:{emb}', cwd=tmp_path)
     assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
     assert f"{f}:2: skipped 1 record(s) whose text the tokenizer cannot encode" in r.stderr, r.stderr
@@ -61,7 +62,8 @@ def test_bom_stats(tmp_path):
     "A .jsonl saved with a UTF-8 BOM (and the same compressed) loses no record."
     import gzip
     raw = b'\xef\xbb\xbf' + b''.join(json.dumps({'text': f'record {i}'}).encode() + b'\r\n' for i in range(3))
-    (tmp_path/'a.jsonl').write_bytes(raw); (tmp_path/'b.jsonl.gz').write_bytes(gzip.compress(raw))
+    (tmp_path/'a.jsonl').write_bytes(raw)
+    (tmp_path/'b.jsonl.gz').write_bytes(gzip.compress(raw))
     r = run('ock-prepare-data', '--stats', tmp_path)
     assert r.returncode == 0 and '2 file(s), 6 records, 0 bad records skipped' in r.stdout, (r.stdout, r.stderr)
 
@@ -145,7 +147,8 @@ def test_index_reading_and_splitting_linear(tmp_path, shape):
     suffix, make = SHAPES[shape]
     def cost(n):
         "Seconds per read-and-chunk of an n-character document, over enough runs to take 0.1 s (a cheap shape is timed many times)."
-        p = tmp_path/f'doc{n}.{suffix}'; p.write_text(make(n))
+        p = tmp_path/f'doc{n}.{suffix}'
+        p.write_text(make(n))
         runs, t = 0, time.perf_counter()
         while runs == 0 or time.perf_counter() - t < 0.1:
             for d in read_documents(p, report=lambda m: None): chunk_document(d)
@@ -158,7 +161,8 @@ def test_index_reading_and_splitting_linear(tmp_path, shape):
 
 def test_absurd_weight_and_non_utf8_argument(tmp_path):
     "A mixture weight of 1e308 and a non-UTF-8 `ock-moderate` argument: one clear line each, exit status 2."
-    f = tmp_path/'a.jsonl'; f.write_text('{"text": "hello"}\n')
+    f = tmp_path/'a.jsonl'
+    f.write_text('{"text": "hello"}\n')
     r = run('ock-prepare-data', '--stats', f'{f}:1e308')
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"error: mixture item '{f}:1e308': weight must be a number > 0 and at most 1e12 (weights are relative, e.g. 0.2 or 3), got '1e308'"], r.stderr

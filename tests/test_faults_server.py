@@ -75,7 +75,8 @@ def test_long_history_does_not_freeze_health(keyed, hold):
             while True:                                 # probe until the request shows up in the engine's queue
                 t0 = time.monotonic()
                 h = c.get(keyed + '/health', headers=AUTH).json()
-                lat.append(time.monotonic() - t0); states.append((h['active'], h['queued']))
+                lat.append(time.monotonic() - t0)
+                states.append((h['active'], h['queued']))
                 if h['queued'] + h['active'] == 1: break
                 assert len(lat) < 100_000
         assert max(lat) < 2.0, (max(lat), len(lat))
@@ -225,7 +226,9 @@ def test_sigterm_drains(tiny, tmp_path):
         assert p.wait(60) == 0, logp.read_text()
     finally:
         hold.release()
-        if p.poll() is None: p.kill(); p.wait(10)
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
     assert not errors, errors
     for i in range(8):
         status, lines = got[i]

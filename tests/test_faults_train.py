@@ -53,14 +53,17 @@ def env(tmp_path_factory):
     write_jsonl(d/'train.jsonl', [{'text': x} for x in texts])
     (d/'empty.jsonl').write_text('')
     model = save_tiny_model(d/'neox', 'gpt_neox', texts=texts, layers=2, hidden=32)
-    (d/'hook').mkdir(); (d/'hook'/'sitecustomize.py').write_text(HOOK)
+    (d/'hook').mkdir()
+    (d/'hook'/'sitecustomize.py').write_text(HOOK)
     base = dict(model=str(model), data=str(d/'train.jsonl'), seq_length=32, micro_batch_size=2, gradient_accumulation_steps=1,
                 total_steps=6, lr=2e-3, warmup_steps=1, checkpoint_every=0, progress=False, log_backend='none', seed=7,
                 pipeline_parallel=2)
     return d, base
 
 def _config(d, name, cfg):
-    p = d/f'{name}.yaml'; p.write_text(yaml.safe_dump({**cfg, 'output_dir': str(d/name)})); return p
+    p = d/f'{name}.yaml'
+    p.write_text(yaml.safe_dump({**cfg, 'output_dir': str(d/name)}))
+    return p
 
 def _env(d, fault=None):
     e = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(d/'hook'), os.environ.get('PYTHONPATH', '')])}
@@ -81,7 +84,9 @@ def _tree(root) -> set:
         if p.isdigit() and (st := _stat(int(p))) and st[0] != 'Z': kids.setdefault(st[1], []).append((int(p), st[2]))
     out, todo = set(), [root]
     while todo:
-        for c in kids.get(todo.pop(), []): out.add(c); todo.append(c[0])
+        for c in kids.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c[0])
     return out
 
 def _alive(procs) -> set:
@@ -106,9 +111,12 @@ def _finish(p, log_path):
     "Wait for the run to end on its own (killing its whole tree if it hangs); returns (exit code, output)."
     procs, t0 = _tree(p.pid), time.time()
     while p.poll() is None and time.time() - t0 < GUARD:
-        procs |= _tree(p.pid); time.sleep(0.5)
+        procs |= _tree(p.pid)
+        time.sleep(0.5)
     hung = p.poll() is None
-    if hung: _kill_all(procs | {(p.pid, _stat(p.pid)[2])}); p.wait()
+    if hung:
+        _kill_all(procs | {(p.pid, _stat(p.pid)[2])})
+        p.wait()
     out = Path(log_path).read_text()
     assert not hung, f"the run hung ({GUARD} s without exiting):\n{out[-3000:]}"
     _wait_gone(procs, 'after the run ended')
@@ -177,7 +185,10 @@ def _start_live(live, name):
         procs = _tree(p.pid)
         assert len(_workers(procs)) == 2, procs
     except BaseException:
-        _kill_all(_tree(p.pid)); p.kill(); p.wait(); raise
+        _kill_all(_tree(p.pid))
+        p.kill()
+        p.wait()
+        raise
     return p, procs, log
 
 def test_sigkill_of_launcher_leaves_no_worker_and_a_second_run_is_refused(live):
@@ -190,7 +201,8 @@ def test_sigkill_of_launcher_leaves_no_worker_and_a_second_run_is_refused(live):
         assert rc == 2 and len(lines) == 1 and lines[0].startswith('error: '), text[-3000:]
         assert f'pid {p.pid} on host {socket.gethostname()}' in lines[0], lines
     finally:
-        os.kill(p.pid, signal.SIGKILL); p.wait()
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
         _wait_gone(procs, 'after SIGKILL of ock-train')
 
 def test_sigkill_of_launcher_group_leaves_no_worker(live):
@@ -202,7 +214,8 @@ def test_sigkill_of_launcher_group_leaves_no_worker(live):
     stale = json.loads(lock.read_text())
     p, procs, _ = _start_live(live, 'live2')              # the lock of the killed run (above, or just written) is taken over
     assert json.loads(lock.read_text())['pid'] == p.pid != stale['pid'], (stale, lock.read_text())
-    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
     _wait_gone(procs, 'after SIGKILL of the process group of ock-train')
 
 def test_sigkill_of_one_worker_ends_the_run(live):

@@ -31,7 +31,9 @@ def trained_pieces(stream, t):
         run = []
         for x, y in zip(b['input_ids'].tolist(), b['labels'].tolist()):
             if y != -100: run.append(x)
-            elif run: out.append(t.decode(run)); run = []
+            elif run:
+                out.append(t.decode(run))
+                run = []
         if run: out.append(t.decode(run))
     return out
 

@@ -47,6 +47,7 @@ def test_llama_family_exports_and_matches(tmp_path):
 def test_bad_gguf_input_is_one_line(tmp_path):
     assert_one_line_error(convert('shipped', tmp_path, '--gguf', 'q4_k'), "--gguf 'q4_k'", 'f16')
     assert_one_line_error(convert(tmp_path/'nope', tmp_path/'o', '--gguf', 'f16'), 'nope')
-    (tmp_path/'bert').mkdir(); (tmp_path/'bert'/'config.json').write_text(json.dumps({'model_type': 'bert', 'architectures': ['BertModel']}))
+    (tmp_path/'bert').mkdir()
+    (tmp_path/'bert'/'config.json').write_text(json.dumps({'model_type': 'bert', 'architectures': ['BertModel']}))
     assert_one_line_error(convert(tmp_path/'bert', tmp_path/'o', '--gguf', 'f16'), 'GGUF export knows gpt_neox, llama models, not bert')
     assert not (tmp_path/'o').exists() or not list((tmp_path/'o').iterdir())          # nothing half-written

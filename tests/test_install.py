@@ -6,7 +6,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 def _setup(tmp_path, fail_on=None):
-    (tmp_path/'.ci').mkdir(); shutil.copy(ROOT/'.ci'/'install', tmp_path/'.ci'/'install')
+    (tmp_path/'.ci').mkdir()
+    shutil.copy(ROOT/'.ci'/'install', tmp_path/'.ci'/'install')
     shutil.copy(ROOT/'requirements.lock', tmp_path/'requirements.lock')
     py = tmp_path/'fakepy'
     py.write_text("#!/bin/sh\n"
@@ -38,7 +39,9 @@ def test_wheel_builds_without_warnings(tmp_path):
     files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT, capture_output=True, text=True).stdout.split()
     src = tmp_path/'src'
     for f in files:
-        if (ROOT/f).is_file(): (src/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy(ROOT/f, src/f)
+        if (ROOT/f).is_file():
+            (src/f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT/f, src/f)
     r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '.', '--no-deps', '--no-build-isolation', '-w', str(tmp_path/'whl')],
                        cwd=src, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

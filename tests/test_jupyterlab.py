@@ -53,7 +53,8 @@ def lab():
     tmp = Path(tempfile.mkdtemp(prefix='ock-lab-'))
     work = tmp/'root'
     for f in NOTEBOOK_TREE:                   # the notebooks' last cell runs nbdev_export: into this copy
-        (work/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy(ROOT/f, work/f)
+        (work/f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT/f, work/f)
     _notebook(work/'chat.ipynb', ["from openchatkit.widget import ChatWidget\nw = ChatWidget()\nw",
                                   "w.sample.value = False   # greedy: the same replies on every run\nw.delay = 0.02          # let the browser see each token"])
     _settings(tmp/'settings')
@@ -74,7 +75,8 @@ def lab():
     for _ in range(600):                 # up to a minute for the server to answer
         if proc.poll() is not None: pytest.fail(f"jupyter lab exited: {(tmp/'lab.log').read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); break
+            urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2)
+            break
         except OSError: time.sleep(0.1)
     else: pytest.fail("jupyter lab did not answer within a minute")
     yield dict(url=url, token=token, tmp=tmp, work=work)
@@ -89,12 +91,15 @@ def page(lab, request):
     with pw.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(tempfile.mkdtemp(prefix='ock-chromium-'), executable_path=CHROMIUM, headless=True,
                                                    args=ARGS, viewport={'width': 1280, 'height': 900})
-        pg = ctx.new_page(); pg.set_default_timeout(LIMIT)
+        pg = ctx.new_page()
+        pg.set_default_timeout(LIMIT)
         failed = request.session.testsfailed
         yield pg
         if request.session.testsfailed > failed:                  # this test's call failed (reported before teardown)
             shot = Path(tempfile.mkdtemp(prefix='ock-lab-shot-'))/f'{request.node.name}.png'
-            try: pg.screenshot(path=str(shot), full_page=True); print(f"\nscreenshot of the failure: {shot}\nserver log: {lab['tmp']/'lab.log'}")
+            try:
+                pg.screenshot(path=str(shot), full_page=True)
+                print(f"\nscreenshot of the failure: {shot}\nserver log: {lab['tmp']/'lab.log'}")
             except Exception as e: print(f"\nno screenshot ({e})")
         ctx.close()
 
@@ -130,7 +135,8 @@ def run_code(page, code, expect):
     "Type `code` into the notebook's last cell and run it (Ctrl+Enter); returns its output once it contains `expect`."
     cell = page.locator(f'{NB} .jp-CodeCell').last
     ed = cell.locator('.cm-content')      # aimed at the editor itself: a widget that takes the focus back (its input
-    ed.fill(code); ed.press('Control+Enter')   # is enabled again when a reply ends) must not catch these keys
+    ed.fill(code)
+    ed.press('Control+Enter')   # is enabled again when a reply ends) must not catch these keys
     out = cell.locator('.jp-OutputArea-output', has_text=expect)
     out.wait_for()
     return out.inner_text().strip()
@@ -150,7 +156,8 @@ def noise_outputs(page):
     return [o[:200] for o in outs if NOISE.search(o)] + [f'{bars} progress bar widget(s)'] * bool(bars)
 
 _spec = importlib.util.spec_from_file_location('nbclean', ROOT/'tools'/'nbclean.py')
-NBCLEAN = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(NBCLEAN)     # the metadata the notebooks store
+NBCLEAN = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(NBCLEAN)     # the metadata the notebooks store
 DIRTY = '.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current.jp-mod-dirty'      # the notebook on show is marked modified
 
 # -- the chat widget -----------------------------------------------------------------------------------------------
@@ -213,12 +220,14 @@ def test_chat_widget(lab, kernels_down, page):
             page.wait_for_function(HELD)
             assert page.locator('.ock-input input').is_disabled() and page.locator('.ock-send').is_disabled()
             page.locator('.ock-stop').click()
-            n += 1; page.wait_for_function(DONE, arg=n)
+            n += 1
+            page.wait_for_function(DONE, arg=n)
             assert page.locator('.ock-chat .ock-bot').last.inner_text().endswith('[stopped]')
             assert page.inner_text('.ock-status').strip() == 'stopped after 2 tokens'
             assert run_code(page, "w.hold = None; print('tokens', w.model.last.new_tokens, w.busy)", 'tokens') == 'tokens 2 False'
             assert page.locator('.ock-stop').is_disabled()
-            check_in_view(page); continue
+            check_in_view(page)
+            continue
         if i == 4:                                           # typing, then clicking elsewhere, sends nothing
             page.locator('.ock-input input').fill(q)
             page.locator('.ock-status').click()
@@ -226,7 +235,8 @@ def test_chat_widget(lab, kernels_down, page):
             assert page.locator('.ock-input input').input_value() == q and page.locator('.ock-chat .ock-msg').count() == 2 * n
         page.evaluate('() => { window.__ock = []; }')
         send(page, q, how)
-        n += 1; page.wait_for_function(DONE, arg=n)
+        n += 1
+        page.wait_for_function(DONE, arg=n)
         frames = page.evaluate('() => window.__ock')
         assert any(f['n'] == n and f['pending'] and re.match(r'Bot:\s*\S', f['text']) for f in frames), (q, frames)   # it streamed
         assert page.locator('.ock-chat .ock-user').last.inner_text() == f'You: {q}'

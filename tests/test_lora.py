@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(600)
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp('lora')
     ex = skill_examples(240, seed=5, skills=('add', 'sub', 'compare'), p_preamble=0.0)
-    write_jsonl(d/'train.jsonl', ex[:200]); write_jsonl(d/'eval.jsonl', ex[200:])
+    write_jsonl(d/'train.jsonl', ex[:200])
+    write_jsonl(d/'eval.jsonl', ex[200:])
     neox = save_tiny_model(d/'neox', 'gpt_neox', texts=[e['text'] for e in ex], layers=2, hidden=64)
     base = dict(model=str(neox), data=str(d/'train.jsonl'), seq_length=32, micro_batch_size=2, gradient_accumulation_steps=2,
                 total_steps=6, lr=1e-2, warmup_steps=2, checkpoint_every=3, progress=False, log_backend='none', seed=7,
@@ -47,9 +48,11 @@ def test_torchrun_dp2_matches_emulation_and_resumes(env):
     run({**base, 'output_dir': str(a)}, 2)                                   # 2 processes, 6 steps straight
     # the same 2 replicas in one process (streams read in turn): the all-reduce averages exactly this
     from openchatkit.lora import LoraTrainer
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        t = LoraTrainer(load_train_config({**base, 'output_dir': str(d/'E')}), emulate_dp=2).setup(); t.run()
+        t = LoraTrainer(load_train_config({**base, 'output_dir': str(d/'E')}), emulate_dp=2).setup()
+        t.run()
     finally: torch.set_num_threads(n)
     assert losses(a) == pytest.approx(losses(d/'E'), rel=1e-5, abs=1e-6), (losses(a), losses(d/'E'))
     ev = lambda out: [v for r in read_metrics(out) if 'eval_loss' in r for v in (r['eval_loss'], r['grad_norm'])]

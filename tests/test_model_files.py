@@ -4,7 +4,8 @@ leave a caller's limits alone; and a seeded chat request that renders the same p
 import os, json, time, datetime as dt
 import pytest
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 from openchatkit.core import asset_path
 from openchatkit.conversation import CHAT_TEMPLATE, render_messages, preamble_clock
 
@@ -42,7 +43,8 @@ def test_generation_config_leaves_callers_limits(tok):
     assert not {'max_new_tokens', 'max_length'} & set(gc), gc
     assert (gc['temperature'], gc['top_k']) == (0.6, 40)            # OpenChatKit's sampling defaults stay
     m = AutoModelForCausalLM.from_pretrained(SHIPPED).eval()
-    x = tok("<human>: What is 12 plus 30?\n<bot>:", return_tensors='pt'); n = x['input_ids'].shape[1]
+    x = tok("<human>: What is 12 plus 30?\n<bot>:", return_tensors='pt')
+    n = x['input_ids'].shape[1]
     assert m.generate(**x, max_length=n + 5, do_sample=False).shape[1] - n == 5
 
 def test_generate_reply_starts_at_its_first_word(tok):
@@ -51,7 +53,8 @@ def test_generate_reply_starts_at_its_first_word(tok):
     from transformers import AutoModelForCausalLM
     m = AutoModelForCausalLM.from_pretrained(SHIPPED).eval()
     prompt = tok.apply_chat_template(CHATS[0], tokenize=False, add_generation_prompt=True, **preamble_clock(WHEN))
-    x = tok(prompt, return_tensors='pt'); n = x['input_ids'].shape[1]
+    x = tok(prompt, return_tensors='pt')
+    n = x['input_ids'].shape[1]
     text = tok.decode(m.generate(**x, max_new_tokens=12, do_sample=False)[0, n:], skip_special_tokens=True)
     assert text and not text[0].isspace(), repr(text)
     reply = text.split('<human>:')[0].rstrip()          # where a chat client's stop string ends it

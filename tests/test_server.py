@@ -36,7 +36,9 @@ def serve(model, *args, env=None, ready_timeout=600):
 
 class Hold:
     "Pause a server's engine at an exact token count (the file `$OCK_ENGINE_HOLD` names): `at(n)`, `release()`."
-    def __init__(self, path): self.path = Path(path); self.release()
+    def __init__(self, path):
+        self.path = Path(path)
+        self.release()
     def at(self, tokens: int): self.path.write_text(str(tokens))
     def release(self): self.path.unlink(missing_ok=True)
 

@@ -44,12 +44,14 @@ def straight(env):
     return out
 
 def _reference(cfg, dp=1):
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     try: return reference_train(load_train_config(cfg), dp=dp)
     finally: torch.set_num_threads(n)
 
 def _close_weights(ckpt, model, atol):
-    pm = pipeline_model(ckpt).state_dict(); ref = model.state_dict()
+    pm = pipeline_model(ckpt).state_dict()
+    ref = model.state_dict()
     assert set(pm) == set(ref)
     worst = max((pm[k] - ref[k]).abs().max().item() for k in ref)
     assert worst <= atol, worst
@@ -76,7 +78,8 @@ def test_resume_exact_and_on_other_pipeline_size(env, straight):
     d, base = env
     A = losses(straight)
     for name, pp, nproc in [('R2', 2, 2), ('R1', 1, 1)]:
-        out = d/name; _fork_at(straight, out)
+        out = d/name
+        _fork_at(straight, out)
         r = run({**base, 'pipeline_parallel': pp, 'output_dir': str(out)}, nproc)
         assert 'resumed from' in r.stdout
         got = [x['loss'] for x in read_metrics(out)]
@@ -93,7 +96,8 @@ def test_kill_during_checkpoint_write_then_resume(env):
     out = d/'K'
     cfg = {**base, 'pipeline_parallel': 2, 'output_dir': str(out), 'dropout': 0.1}
     import yaml
-    out.mkdir(); (out/'cfg.yaml').write_text(yaml.safe_dump(cfg))
+    out.mkdir()
+    (out/'cfg.yaml').write_text(yaml.safe_dump(cfg))
     env_ = {**os.environ, 'OCK_TEST_SLOW_SAVE': '1:900', 'OMP_NUM_THREADS': '1', 'DS_ACCELERATOR': 'cpu'}
     log = open(out/'log.txt', 'w')
     p = subprocess.Popen(launch_command(out/'cfg.yaml', [], 2), env=env_, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -110,7 +114,8 @@ def test_kill_during_checkpoint_write_then_resume(env):
     for pid in workers + [str(p.pid)]:
         try: os.kill(int(pid), signal.SIGKILL)
         except ProcessLookupError: pass
-    p.wait(); log.close()
+    p.wait()
+    log.close()
     ck = out/'checkpoints'
     assert (ck/'latest').read_text() == 'global_step3'
     assert not (ck/'global_step6').exists()
@@ -134,15 +139,19 @@ def _cli(*args, cwd=None):
 def test_bad_input_is_one_line(env):
     import yaml
     d, base = env
-    good = d/'good.yaml'; good.write_text(yaml.safe_dump({**base, 'pipeline_parallel': 2, 'output_dir': str(d/'bad_run')}))
-    gpt2 = d/'gpt2'; gpt2.mkdir(exist_ok=True); (gpt2/'config.json').write_text(json.dumps({'model_type': 'gpt2'}))
+    good = d/'good.yaml'
+    good.write_text(yaml.safe_dump({**base, 'pipeline_parallel': 2, 'output_dir': str(d/'bad_run')}))
+    gpt2 = d/'gpt2'
+    gpt2.mkdir(exist_ok=True)
+    (gpt2/'config.json').write_text(json.dumps({'model_type': 'gpt2'}))
     cases = [((good, 'learning_rate=1'), "unknown config key 'learning_rate'"),
              ((good, '--nproc', 3), 'world size 3 is not a multiple of pipeline_parallel 2'),
              ((good, f'data={d}/missing.jsonl'), 'missing.jsonl'),
              ((good, f'model={gpt2}'), "unknown model family 'gpt2'"),
              ((good, f'model={d}/no_model'), 'no such directory'),
              ((d/'nope.yaml',), 'no such config file')]
-    corrupt = d/'corrupt'; (corrupt/'checkpoints'/'global_step3').mkdir(parents=True)
+    corrupt = d/'corrupt'
+    (corrupt/'checkpoints'/'global_step3').mkdir(parents=True)
     (corrupt/'checkpoints'/'latest').write_text('global_step3')
     cases.append(((good, f'output_dir={corrupt}'), 'incomplete checkpoint (no meta.json)'))
     for args, msg in cases:

@@ -35,7 +35,9 @@ def out_text(outputs) -> str:
         else:
             data = o.get('data', {})
             for k in TEXT_KEYS:
-                if k in data: parts.append(_join(data[k])); break
+                if k in data:
+                    parts.append(_join(data[k]))
+                    break
             parts += [f'[{k}]' for k in data if k.startswith('image/')]
     text = re.sub(r' at 0x[0-9a-fA-F]+', ' at 0x…', ''.join(parts))
     return re.sub(r'(\.py)#L\d+', r'\1#L…', text).strip()          # show_doc's source link: the line moves with every edit above
@@ -69,7 +71,9 @@ def run(fn: Path) -> dict:
     k = CaptureShell(fn)
     try:
         with working_directory(fn.parent): k.run_all(nb, exc_stop=True, preproc=skip)
-    except Exception: sys.stderr.write(k.prettytb(fname=fn) + '\n'); sys.exit(1)
+    except Exception:
+        sys.stderr.write(k.prettytb(fname=fn) + '\n')
+        sys.exit(1)
     return {c.get('id'): (ran[c.get('id')], json.loads(json.dumps(c.get('outputs', []), default=dict))) for c in nb.cells}
 
 def check(fn: Path) -> list[str]:
@@ -104,8 +108,11 @@ def store(fn: Path) -> tuple[int, int]:
         if outs and storable(outs) and out_text(outs) == out_text(b[c['id']][1]):
             for o in outs:
                 if 'execution_count' in o: o['execution_count'] = None
-            c['outputs'] = outs; kept += 1
-        else: cleared += bool(c.get('outputs') or outs); c['outputs'] = []
+            c['outputs'] = outs
+            kept += 1
+        else:
+            cleared += bool(c.get('outputs') or outs)
+            c['outputs'] = []
     fn.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     return kept, cleared
 

@@ -18,7 +18,9 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
         src = ''.join(c['source'])
         lines = src.split('\n')
         if any(l.replace(' ', '') == '#|hide' for l in lines if l.startswith('#|')): continue
-        if c['cell_type'] == 'markdown': out.append(src.strip()); continue
+        if c['cell_type'] == 'markdown':
+            out.append(src.strip())
+            continue
         code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
         if not code: continue
         out.append(f"```python\n{code}\n```")
@@ -31,6 +33,9 @@ if __name__ == '__main__':
     text, readme = render(), ROOT/'README.md'
     if '--check' in sys.argv:
         if not readme.exists() or readme.read_text(encoding='utf-8') != text:
-            print('README.md is out of date with nbs/index.ipynb: run python tools/readme.py'); sys.exit(1)
+            print('README.md is out of date with nbs/index.ipynb: run python tools/readme.py')
+            sys.exit(1)
         print('README.md matches nbs/index.ipynb')
-    else: readme.write_text(text, encoding='utf-8'); print('wrote README.md')
+    else:
+        readme.write_text(text, encoding='utf-8')
+        print('wrote README.md')
