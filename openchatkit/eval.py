@@ -4,7 +4,7 @@
 
 # %% ../nbs/70_eval.ipynb #03a28756
 from __future__ import annotations
-import io, json, re, sys, math, random, shutil, tempfile, contextlib
+import io, json, re, sys, math, random, shutil, tempfile, contextlib, datetime as _dt
 from pathlib import Path
 from fastcore.script import Param
 from fastcore.basics import patch
@@ -13,7 +13,7 @@ from .conversation import Conversation, ContextOverflow
 from .synthetic import em_table
 
 # %% auto #0
-__all__ = ['load_jsonl', 'qa_item', 'load_questions', 'LocalTarget', 'APITarget', 'load_target', 'exact_match',
+__all__ = ['EVAL_CLOCK', 'load_jsonl', 'qa_item', 'load_questions', 'LocalTarget', 'APITarget', 'load_target', 'exact_match',
            'make_conversations', 'load_conversations', 'conversation_match', 'em_report', 'markdown_table',
            'plot_results', 'perplexity', 'shipped_tasks', 'localise_tasks', 'lm_eval_spec', 'run_lm_eval',
            'tiny_skills_docs', 'write_tiny_skills', 'parse_task', 'evaluate', 'save_results', 'ock_eval']
@@ -53,10 +53,12 @@ def load_questions(path) -> list[dict]:
     return [qa_item(r, f"{path}:{i}") for i, r in enumerate(load_jsonl(path), 1)]
 
 # %% ../nbs/70_eval.ipynb #68854469
+EVAL_CLOCK = _dt.datetime(2026, 1, 1, 12, 0, tzinfo=_dt.timezone.utc)   # the date and time a graded chat's preamble shows
+
 class LocalTarget:
     "A `ChatModel` asked as `ock-chat` asks it (greedy, up to `max_new_tokens` per reply; many chats at once in batches)."
     kind = 'hf'
-    def __init__(self, cm, max_new_tokens: int = 48, now=None, batch_size: int = 32):
+    def __init__(self, cm, max_new_tokens: int = 48, now=EVAL_CLOCK, batch_size: int = 32):
         self.cm, self.max_new_tokens, self.now, self.batch_size = cm, max_new_tokens, now, batch_size
         self.name = cm.name
     def new_chat(self): return _LocalChat(self)
