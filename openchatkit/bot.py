@@ -129,7 +129,8 @@ def do_raw_say(self: ChatShell, arg: str):
 @patch
 def do_raw_prompt(self: ChatShell, arg: str = ''):
     "/raw_prompt: print the whole prompt the conversation has built."
-    self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True, add_generation_prompt=False) if self.chat_template else self.conv.get_raw_prompt())
+    self.print(self.conv.get_prompt(self.model.tokenizer, chat_template=True, add_generation_prompt=False) if self.chat_template
+               else self.conv.get_raw_prompt())
 
 # %% ../nbs/61_bot.ipynb #a56deafd
 @patch
@@ -180,7 +181,8 @@ def do_set(self: ChatShell, arg: str):
     if len(parts) != 2: raise OCKError("usage: /set NAME VALUE, e.g. /set temperature 0.2")
     name, val = parts
     key = SETTABLE.get(name.lower().replace('-', '_'))
-    if key is None: raise OCKError(f"unknown setting {name!r}: expected one of {', '.join(k for k in SETTABLE if k not in ('max_new_tokens', 'do_sample'))}")
+    if key is None: raise OCKError(f"unknown setting {name!r}: expected one of "
+                                   f"{', '.join(k for k in SETTABLE if k not in ('max_new_tokens', 'do_sample'))}")
     if key == 'stream': self.stream = _to_bool(val)
     else:
         v = _to_bool(val) if key in ('do_sample', 'use_cache') else (None if key == 'seed' and val.lower() == 'none' else val)
@@ -238,15 +240,18 @@ def ock_chat(model:str=None, # model directory or hub id, e.g. togethercomputer/
              repetition_penalty:float=1.0, # >1 discourages repeating tokens
              seed:int=None, # seed for reproducible sampling
              no_stream:bool=False, # print each reply when it is complete instead of token by token
-             retrieval:Param("add the best passage of an index (default: the shipped one) as context to each turn: --retrieval [INDEX]", str, nargs='?', const='')=None,
-             moderation:Param("check messages and replies with a moderation model (default: the shipped classifier): --moderation [MODEL]", str, nargs='?', const='')=None,
+             retrieval:Param("add the best passage of an index (default: the shipped one) as context to each turn: --retrieval [INDEX]",
+                             str, nargs='?', const='')=None,
+             moderation:Param("check messages and replies with a moderation model (default: the shipped classifier): --moderation [MODEL]",
+                              str, nargs='?', const='')=None,
              adapter:str=None, # a LoRA adapter to load on top of --model: its directory, or a LoRA run (its latest checkpoint)
              gpu_vram:Param("-g ID:GiB ...: most GiB of weights per GPU, e.g. -g 0:10 1:20", str, nargs='+')=None,
              cpu_ram:float=None, # -r GiB: most GiB of weights in CPU RAM; the rest goes to the offload folder
              offload_folder:str='offload', # where weights that fit nowhere else go
              load_in_8bit:bool=False, # load the weights in 8 bits (bitsandbytes)
              load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)
-             chat_template:Param("the tokenizer's chat template: auto (when it has one, as training used it), on, off (<human>:/<bot>: turns); bare: on", str, nargs='?', const='on')='auto',
+             chat_template:Param("the tokenizer's chat template: auto (when it has one, as training used it), "
+                                 "on, off (<human>:/<bot>: turns); bare: on", str, nargs='?', const='on')='auto',
              system:str=None, # a system text placed after the date preamble of every conversation
              trust_remote_code:bool=False, # allow a hub model's own Python code (only for models you trust)
              ):

@@ -64,7 +64,8 @@ def check_checkpoint(ckpt_dir, tag: str | None = None) -> Path:
     try: meta = json.loads((d/'meta.json').read_text())
     except ValueError: raise OCKError(f"{d}/meta.json: not valid JSON")
     missing = [f for f in meta.get('files', []) if not (d/f).exists()]
-    if missing: raise OCKError(f"{d}: incomplete checkpoint, missing {missing[0]}" + (f" and {len(missing)-1} more" if len(missing) > 1 else ''))
+    if missing: raise OCKError(f"{d}: incomplete checkpoint, missing {missing[0]}"
+                               + (f" and {len(missing)-1} more" if len(missing) > 1 else ''))
     return d
 
 def read_meta(ckpt) -> dict:
@@ -218,7 +219,8 @@ def plot_loss(output_dir) -> Path | None:
 # %% ../nbs/23_checkpoint.ipynb #c4e0b0a2
 class StepLog:
     "A training run's per-step record: tokens/s and tokens, a `metrics.jsonl` line, the logger and the progress bar (rank 0)."
-    def __init__(self, out, log, start: int, stop: int, tokens_per_step: int, log_every: int = 10, progress: bool = False, main: bool = True,
+    def __init__(self, out, log, start: int, stop: int, tokens_per_step: int, log_every: int = 10, progress: bool = False,
+                 main: bool = True,
                  desc: str = 'train'):
         from tqdm.auto import tqdm
         self.log, self.tps, self.log_every, self.main, self.clock = log, tokens_per_step, log_every, main, time.time

@@ -31,7 +31,8 @@ class ModelDataConfig:
     loss_on: str = 'all'              # 'all' tokens or only the 'bot' replies
     chat_format: str = 'auto'         # chat records: auto (the model's own template if it has one) | ock | template
     pack: str = 'split'               # 'split' documents across blocks, or keep each 'whole' (pad the rest of a block)
-    mask_documents: bool = False      # true: packed documents attend only within themselves, positions from 0 (false: OpenChatKit's packing)
+    mask_documents: bool = False      # true: packed documents attend only within themselves, positions from 0
+                                      # (false: OpenChatKit's packing)
     data_factory: str = 'openchatkit.data:PackedStream'   # module:callable making the stream
 
 # %% ../nbs/22_config.ipynb #58445954
@@ -54,7 +55,8 @@ class OptimConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-6
     grad_clip: float = 1.0            # global gradient-norm clipping (0: off)
-    precision: str = 'fp32'           # fp32 | bf16 (DeepSpeed, fp32 masters) | fp16 (GPU; dynamic loss scale) | amp-bf16 (autocast, fp32 weights; on CPU only with native bf16, else ~40x slower)
+    precision: str = 'fp32'           # fp32 | bf16 (DeepSpeed, fp32 masters) | fp16 (GPU; dynamic loss scale) | amp-bf16 (autocast,
+                                      # fp32 weights; on CPU only with native bf16, else ~40x slower)
     loss_scale: float = 0             # fp16: 0 = dynamic
     initial_scale_power: int = 15     # fp16: dynamic scale starts at 2**this
     loss_scale_window: int = 1000     # fp16: clean steps before the scale grows
@@ -97,7 +99,8 @@ class TrainConfig(RunConfig, OptimConfig, ModelDataConfig):
     def amp(self): return 'bf16' if self.precision == 'amp-bf16' else None
 
 # %% ../nbs/22_config.ipynb #03398c50
-_CHOICES = dict(loss_on=('all', 'bot'), chat_format=('auto', 'ock', 'template'), pack=('split', 'whole'), optimizer=('adamw', 'adam', 'adam8bit', 'adamw8bit'),
+_CHOICES = dict(loss_on=('all', 'bot'), chat_format=('auto', 'ock', 'template'), pack=('split', 'whole'),
+                optimizer=('adamw', 'adam', 'adam8bit', 'adamw8bit'),
                 lr_schedule=('linear', 'cosine', 'constant'), precision=('fp32', 'bf16', 'fp16', 'amp-bf16'),
                 resume=('auto', 'never', 'must'), log_backend=('print', 'loguru', 'wandb', 'none'),
                 backend=('auto', 'gloo', 'nccl'), zero_stage=(0, 1, 2))
@@ -164,12 +167,14 @@ def validate_lora(cfg: TrainConfig, where: str = 'config'):
     if not cfg.lora: return
     if cfg.pipeline_parallel != 1:
         raise OCKError(f"{where}: lora runs data-parallel only: pipeline_parallel must be 1, got {cfg.pipeline_parallel}")
-    if cfg.zero_stage: raise OCKError(f"{where}: zero_stage {cfg.zero_stage} is for full fine-tuning; a LoRA run optimizes only the adapter: set zero_stage: 0")
+    if cfg.zero_stage: raise OCKError(f"{where}: zero_stage {cfg.zero_stage} is for full fine-tuning; "
+                                      f"a LoRA run optimizes only the adapter: set zero_stage: 0")
     if cfg.lora_r < 1: raise OCKError(f"{where}: lora_r must be >= 1, got {cfg.lora_r}")
     if cfg.lora_alpha <= 0: raise OCKError(f"{where}: lora_alpha must be > 0, got {cfg.lora_alpha}")
     if not 0 <= cfg.lora_dropout < 1: raise OCKError(f"{where}: lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
     t = cfg.lora_target
-    if t is not None and not (isinstance(t, str) and t.strip() or isinstance(t, (list, tuple)) and t and all(isinstance(s, str) and s for s in t)):
+    if t is not None and not (isinstance(t, str) and t.strip()
+                              or isinstance(t, (list, tuple)) and t and all(isinstance(s, str) and s for s in t)):
         raise OCKError(f"{where}: lora_target must be a module name, a list of them or 'all-linear', got {t!r}")
 
 # %% ../nbs/22_config.ipynb #c0f19a0a
@@ -198,7 +203,8 @@ def load_train_config(src=None, overrides=None) -> TrainConfig:
     cfg = TrainConfig(**vals)
     if not cfg.model: raise OCKError(f"{where}: 'model' is required (a base model directory)")
     if not cfg.data: raise OCKError(f"{where}: 'data' is required (a data mixture)")
-    for k in ('seq_length', 'micro_batch_size', 'gradient_accumulation_steps', 'pipeline_parallel', 'total_steps', 'eval_batches', 'log_every'):
+    for k in ('seq_length', 'micro_batch_size', 'gradient_accumulation_steps', 'pipeline_parallel', 'total_steps',
+              'eval_batches', 'log_every'):
         if getattr(cfg, k) < 1: raise OCKError(f"{where}: {k} must be >= 1, got {getattr(cfg, k)}")
     if cfg.zero_stage >= 2 and cfg.pipeline_parallel > 1:
         raise OCKError(f"{where}: zero_stage {cfg.zero_stage} needs pipeline_parallel 1 (DeepSpeed's pipeline engine supports ZeRO-1 only)")

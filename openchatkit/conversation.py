@@ -52,7 +52,8 @@ def neutralise(text: str, human_id=HUMAN, bot_id=BOT) -> str:
 
 # %% ../nbs/01_conversation.ipynb #8b769534
 def special_texts(tokenizer) -> list[str]:
-    "Texts `tokenizer` makes a token of whatever surrounds them and that mean markup: its special tokens and markup-like added tokens, longest first."
+    ("Texts `tokenizer` makes a token of whatever surrounds them and that mean markup: its special tokens and "
+     "markup-like added tokens, longest first.")
     toks = set(getattr(tokenizer, 'all_special_tokens', None) or [])
     for t in (getattr(tokenizer, 'added_tokens_decoder', None) or {}).values():
         s = str(getattr(t, 'content', t))
@@ -67,7 +68,8 @@ def defuser(tokenizer):
     return lambda text: rx.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
 
 def defuse_specials(text: str, tokenizer) -> str:
-    "`text` with the tokenizer's special and markup-like added tokens (e.g. `<|im_end|>`) broken by a zero-width space, so a template cannot be forged either."
+    ("`text` with the tokenizer's special and markup-like added tokens (e.g. `<|im_end|>`) broken by a zero-width space, "
+     "so a template cannot be forged either.")
     return defuser(tokenizer)(text)
 
 # %% ../nbs/01_conversation.ipynb #04b631c2
@@ -187,7 +189,8 @@ def from_raw_prompt(cls: Conversation, value: str, human_id: str = HUMAN, bot_id
 
 # %% ../nbs/01_conversation.ipynb #ec9e2b77
 def count_tokens(tokenizer, text: str) -> int:
-    "Number of tokens of `text` for a tokenizer (special tokens the tokenizer adds included), or `tokenizer(text)` if it is a function returning an int."
+    ("Number of tokens of `text` for a tokenizer (special tokens the tokenizer adds included), "
+     "or `tokenizer(text)` if it is a function returning an int.")
     if hasattr(tokenizer, 'encode'): return len(tokenizer.encode(text))
     return int(tokenizer(text))
 
@@ -267,7 +270,8 @@ def template_messages(tokenizer, turns, system: str | None = None) -> list[dict]
     return [{**m, 'content': safe(m['content'])} for m in msgs]
 
 def render_template(tokenizer, turns, system: str | None = None, add_generation_prompt: bool = True) -> str:
-    "Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply (one clear error where it refuses them)."
+    ("Render `Conversation` turns through the tokenizer's chat template, ready for the assistant's reply "
+     "(one clear error where it refuses them).")
     from jinja2 import TemplateError
     msgs = template_messages(tokenizer, turns, system)
     try: return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
@@ -289,13 +293,15 @@ def _content(m, i) -> str:
 def render_messages(messages: list[dict], tokenizer=None, max_tokens: int | None = None, now=None,
                     chat_template: bool | str = False, human_id: str = HUMAN, bot_id: str = BOT,
                     return_conversation: bool = False, seed=None):
-    "Render OpenAI-style `messages` as an OpenChatKit prompt (or via the tokenizer's chat template), fitted to `max_tokens`; a `seed` fixes the clock to the day."
+    ("Render OpenAI-style `messages` as an OpenChatKit prompt (or via the tokenizer's chat template), fitted to `max_tokens`; "
+     "a `seed` fixes the clock to the day.")
     conv = messages_conversation(messages, human_id, bot_id, now, seed)
     text = conv.get_prompt(tokenizer, max_tokens, chat_template=chat_template)
     return (text, conv) if return_conversation else text
 
 def messages_conversation(messages: list[dict], human_id: str = HUMAN, bot_id: str = BOT, now=None, seed=None) -> Conversation:
-    "The `Conversation` of OpenAI-style `messages` (leading system/developer messages are its system text), as `render_messages` renders it."
+    ("The `Conversation` of OpenAI-style `messages` (leading system/developer messages are its system text), "
+     "as `render_messages` renders it.")
     if not isinstance(messages, (list, tuple)) or not messages: raise OCKError("messages must be a non-empty list")
     system, body = [], []
     for i, m in enumerate(messages):

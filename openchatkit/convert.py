@@ -113,7 +113,8 @@ def convert_checkpoint(ckpt, out_dir, dtype: str | None = None, max_shard_gb: fl
             if f.name.startswith(('tokenizer', 'special_tokens_map', 'vocab', 'merges', 'chat_template')) or f.suffix == '.model':
                 shutil.copy(f, tmp/f.name)
         if (tmp/'tokenizer_config.json').exists(): _model_tokenizer(tmp, cfg)
-        (tmp/'training_meta.json').write_text(json.dumps({k: meta[k] for k in ('step', 'tokens', 'pp', 'dp', 'precision', 'config') if k in meta}, indent=1, default=str))
+        (tmp/'training_meta.json').write_text(json.dumps({k: meta[k] for k in ('step', 'tokens', 'pp', 'dp', 'precision', 'config')
+                                                          if k in meta}, indent=1, default=str))
     if verify: verify_conversion(d, out_dir)
     return Path(out_dir)
 
@@ -136,7 +137,8 @@ def pipeline_model(ckpt):
     return m.eval()
 
 def verify_conversion(ckpt, out_dir, seq: int = 16, atol: float = 0.0) -> float:
-    "Max |logit difference| between the checkpoint's pipeline layers (rounded to the output dtype) and the converted HF model (computed in fp32); raises if > atol."
+    ("Max |logit difference| between the checkpoint's pipeline layers (rounded to the output dtype) and the converted HF model "
+     "(computed in fp32); raises if > atol.")
     from transformers import AutoModelForCausalLM
     pm = pipeline_model(ckpt)
     saved = json.loads((Path(out_dir)/'config.json').read_text()).get('dtype')
@@ -227,7 +229,8 @@ def _vocab(w, tok, n_vocab: int):
 
 # %% ../nbs/27_convert.ipynb #99f00006
 def write_gguf(model_dir, out, qtype: str = 'f16') -> Path:
-    "A Hugging Face model directory (GPT-NeoX or Llama) as one GGUF file `out`: weights (`qtype`), tokenizer, special tokens, chat template."
+    ("A Hugging Face model directory (GPT-NeoX or Llama) as one GGUF file `out`: weights (`qtype`), tokenizer, special tokens, "
+     "chat template.")
     import gguf, numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if qtype not in GGUF_TYPES: raise OCKError(f"GGUF type {qtype!r}: one of {', '.join(GGUF_TYPES)}")
@@ -267,12 +270,14 @@ def ollama_modelfile(model_dir, gguf_file: str) -> str:
     tok, cfg = AutoTokenizer.from_pretrained(model_dir), load_config(model_dir)
     g = GenerationConfig.from_pretrained(model_dir) if (Path(model_dir)/'generation_config.json').exists() else None
     tpl = getattr(tok, 'chat_template', None) or ''
-    template, stops = (CHATML_OLLAMA, ['<|im_end|>']) if '<|im_start|>' in tpl else (OCK_OLLAMA, [f'{HUMAN}:']) if not tpl or is_ock_template(tok) else (None, [])
+    template, stops = ((CHATML_OLLAMA, ['<|im_end|>']) if '<|im_start|>' in tpl
+                       else (OCK_OLLAMA, [f'{HUMAN}:']) if not tpl or is_ock_template(tok) else (None, []))
     lines = [f'FROM ./{gguf_file}']
     lines += [f'TEMPLATE """{template}"""'] if template else ["# no TEMPLATE: Ollama uses the chat template inside the GGUF file"]
     lines += [f'PARAMETER stop "{s}"' for s in stops]
     if g is not None:
-        lines += [f'PARAMETER {k} {v}' for k, v in [('temperature', g.temperature), ('top_k', g.top_k), ('top_p', g.top_p)] if v is not None]
+        lines += [f'PARAMETER {k} {v}' for k, v in [('temperature', g.temperature), ('top_k', g.top_k), ('top_p', g.top_p)]
+                  if v is not None]
     lines += ['PARAMETER repeat_penalty 1.0', f'PARAMETER num_ctx {cfg.max_position_embeddings}']
     return '\n'.join(lines) + '\n'
 
@@ -349,7 +354,8 @@ def _gguf_out(model_dir, out, qtypes, verify):
         r = verify_gguf(f, model_dir, [x['prompt'] for x in recs], [x['answer'] for x in recs])
         n, exact = r['prompts'], f.stem.endswith(('f16', 'f32'))
         print(f"wrote {f}: llama.cpp tokens {r['same_tokens']}/{n} the same, greedy replies {r['same_reply']}/{n} the same"
-              f"{f' ({t} more part only at a near-tie)' if (t := r['near_tie']) else ''}, exact match {r['em_gguf']}/{n} (the model's {r['em_hf']}/{n})")
+              f"{f' ({t} more part only at a near-tie)' if (t := r['near_tie']) else ''}, exact match {r['em_gguf']}/{n}"
+              f" (the model's {r['em_hf']}/{n})")
         if r['same_tokens'] < n or (exact and r['same_reply'] + r['near_tie'] < n) or r['em_hf'] - r['em_gguf'] > 0.02 * n:
             raise OCKError(f"{f}: llama.cpp does not give the model's replies (see the line above)")
     print(f"wrote {Path(out)/'Modelfile'}: ollama create NAME -f {Path(out)/'Modelfile'}")
@@ -364,7 +370,8 @@ def ock_convert(checkpoint: str,   # a checkpoint step directory, or a run's che
                 base: str = None,           # with --merge-lora: the base model (default: the one the adapter names)
                 gguf: str = None,           # also write GGUF files of these types (f16,q8_0; f32, bf16) and an Ollama Modelfile into OUT
                ):
-    "Convert a training checkpoint to a Hugging Face model directory (no stage/layer arguments needed); --merge-lora folds a LoRA adapter into its base; --gguf exports GGUF."
+    ("Convert a training checkpoint to a Hugging Face model directory (no stage/layer arguments needed); "
+     "--merge-lora folds a LoRA adapter into its base; --gguf exports GGUF.")
     from openchatkit.lora import merge_lora as _merge
     if gguf is not None:
         qtypes = [q.strip().lower() for q in gguf.split(',') if q.strip()]
@@ -377,10 +384,12 @@ def ock_convert(checkpoint: str,   # a checkpoint step directory, or a run's che
         a = resolve_adapter(checkpoint)
         p = _merge(a, out, base=base, dtype=dtype, verify=verify)
         info = json.loads((p/'lora_merge.json').read_text())
-        print(f"wrote {p}: adapter {a} merged into {info['base']}" + (f" (step {info['step']})" if 'step' in info else '') + (" - logits verified" if verify else ''))
+        print(f"wrote {p}: adapter {a} merged into {info['base']}" + (f" (step {info['step']})" if 'step' in info else '')
+              + (" - logits verified" if verify else ''))
         if gguf is not None: _gguf_out(p, out, qtypes, verify)
         return
-    if is_lora(checkpoint): raise OCKError(f"{checkpoint}: a LoRA adapter/run (its checkpoints hold only the adapter): add --merge-lora to merge it into its base model")
+    if is_lora(checkpoint): raise OCKError(f"{checkpoint}: a LoRA adapter/run (its checkpoints hold only the adapter): "
+                                           f"add --merge-lora to merge it into its base model")
     d = Path(checkpoint)
     if (d/'checkpoints').is_dir() and not (d/'latest').exists(): d = d/'checkpoints'
     p = convert_checkpoint(d, out, dtype, max_shard_gb, verify)

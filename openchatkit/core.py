@@ -48,7 +48,8 @@ def _normalise_flags(argv, known, aliases=None):
     return out
 
 def ock_script(f=None, aliases: dict | None = None):
-    "Make `f` a console script: `call_parse` (docments for `--help`), `cli_errors`, `--kebab-case` flag spellings and short `aliases` (e.g. `{'-g': '--gpu_vram'}`)."
+    ("Make `f` a console script: `call_parse` (docments for `--help`), `cli_errors`, `--kebab-case` flag spellings "
+     "and short `aliases` (e.g. `{'-g': '--gpu_vram'}`).")
     if f is None: return functools.partial(ock_script, aliases=aliases)
     import inspect
     from fastcore.script import call_parse, anno_parser, _is_script_run
@@ -114,7 +115,8 @@ import logging, warnings
 # libraries that log on import when another one imports them: peft imports bitsandbytes, which on a CPU with AVX512-BF16
 # asks `kernels` for a hub kernel at import time, and `kernels` warns about its trust check under HF_HUB_OFFLINE=1
 INCIDENTAL_LOGGERS = ('bitsandbytes', 'DeepSpeed', 'kernels')
-# warnings one library raises about another's use of it, which a user cannot act on (peft uses a property and a method transformers 5 deprecates)
+# warnings one library raises about another's use of it, which a user cannot act on
+# (peft uses a property and a method transformers 5 deprecates)
 INCIDENTAL_WARNINGS = (r'`is_gradient_checkpointing` is deprecated', r'`gradient_checkpointing_enable` is deprecated')
 
 class _AtLeast(logging.Filter):
@@ -125,7 +127,8 @@ class _AtLeast(logging.Filter):
 
 @contextmanager
 def quiet_loading(*loggers: str):
-    "No transformers progress bars, no `INCIDENTAL_WARNINGS`, and nothing below ERROR from the named loggers (e.g. 'bitsandbytes', 'DeepSpeed'), while inside."
+    ("No transformers progress bars, no `INCIDENTAL_WARNINGS`, and nothing below ERROR from the named loggers "
+     "(e.g. 'bitsandbytes', 'DeepSpeed'), while inside.")
     try: from transformers.utils import logging as tl
     except ImportError: tl = None
     bar = tl is not None and tl.is_progress_bar_enabled()
@@ -262,7 +265,8 @@ _NEEDS = {'gpu': 'a CUDA GPU', 'download': 'network access to the Hugging Face H
 @functools.lru_cache(None)
 def hub_online(host: str = 'huggingface.co', timeout: float = 3.0) -> bool:
     "Can models and data sets be downloaded here? False when `HF_HUB_OFFLINE` is set or `host` cannot be reached."
-    if any(os.environ.get(v, '').strip().lower() in ('1', 'true', 'yes', 'on') for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')): return False
+    if any(os.environ.get(v, '').strip().lower() in ('1', 'true', 'yes', 'on')
+           for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')): return False
     import socket
     try:
         with socket.create_connection((host, 443), timeout=timeout): return True

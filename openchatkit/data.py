@@ -229,7 +229,8 @@ def _record_limit(n=None) -> int:
     return int(v)
 
 def _read_line(f, limit: int):
-    "`(line, size in bytes)` of the next line of binary stream `f`; a line over `limit` is `(None, size)`, read past in 1 MiB pieces, never held whole."
+    ("`(line, size in bytes)` of the next line of binary stream `f`; a line over `limit` is `(None, size)`, "
+     "read past in 1 MiB pieces, never held whole.")
     raw = f.readline(limit + 1)
     if len(raw) <= limit or raw.endswith(b'\n'): return raw, len(raw)
     size, raw = len(raw), None
@@ -247,7 +248,8 @@ def text_problem(text) -> str | None:
     return None
 
 def _bad_reason(line: bytes, text_field: str | None, check=None):
-    "(record, None) for a good JSONL line, else (None, reason); `text_field=None`: no text field (a chat record), `check(rec)` gives what is yielded."
+    ("(record, None) for a good JSONL line, else (None, reason); `text_field=None`: no text field (a chat record), "
+     "`check(rec)` gives what is yielded.")
     if line.startswith(b'\xef\xbb\xbf'): line = line[3:]       # a UTF-8 BOM (Windows tools), also where files were joined
     if not line.strip(): return None, 'blank line'
     try: s = line.decode('utf-8').rstrip('\r\n')
@@ -360,7 +362,8 @@ def _weight(w, item) -> float:
     except (TypeError, ValueError): v = None
     if v is None: raise OCKError(f"mixture item {item!r}: weight {w!r} is not a number")
     if not (0 < v <= MAX_WEIGHT):                      # (NaN fails this too)
-        raise OCKError(f"mixture item {item!r}: weight must be a number > 0 and at most 1e12 (weights are relative, e.g. 0.2 or 3), got {w!r}")
+        raise OCKError(f"mixture item {item!r}: weight must be a number > 0 and at most 1e12 "
+                       f"(weights are relative, e.g. 0.2 or 3), got {w!r}")
     return v
 
 def parse_mixture(spec, data_root=None) -> list:
@@ -485,7 +488,8 @@ def file_format(src, max_lines: int = 100) -> str:
     return 'text'
 
 def record_check(fmt: str, tokenizer=None, chat_format: str = 'auto', loss_on: str = 'all', text_field: str = 'text', bot: str = '<bot>:'):
-    "`(text_field, check)` for `scan_jsonl` to read records of `fmt`: chats rendered for training (`render_chat`), records that train nothing bad."
+    ("`(text_field, check)` for `scan_jsonl` to read records of `fmt`: chats rendered for training (`render_chat`), "
+     "records that train nothing bad.")
     if fmt == 'text':
         if loss_on != 'bot': return text_field, None
         def trains(rec):
@@ -770,9 +774,12 @@ def hub_download(repo_id: str, dest, allow_patterns=None, revision: str | None =
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
     try:
         snapshot_download(repo_id, repo_type='dataset', revision=revision, allow_patterns=allow_patterns, local_dir=dest)
-    except RepositoryNotFoundError: raise OCKError(f"no dataset {repo_id!r} on the Hugging Face hub (or it is private: log in with `hf auth login`)") from None
-    except LocalEntryNotFoundError as e: raise OCKError(f"cannot download dataset {repo_id!r}: offline or unreachable hub ({str(e).splitlines()[0]})") from None
-    except (HfHubHTTPError, OSError, ValueError) as e: raise OCKError(f"cannot download dataset {repo_id!r}: {str(e).splitlines()[0]}") from None
+    except RepositoryNotFoundError: raise OCKError(f"no dataset {repo_id!r} on the Hugging Face hub "
+                                                   f"(or it is private: log in with `hf auth login`)") from None
+    except LocalEntryNotFoundError as e: raise OCKError(f"cannot download dataset {repo_id!r}: offline or unreachable hub "
+                                                        f"({str(e).splitlines()[0]})") from None
+    except (HfHubHTTPError, OSError, ValueError) as e: raise OCKError(f"cannot download dataset {repo_id!r}: "
+                                                                      f"{str(e).splitlines()[0]}") from None
     return dest
 
 # %% ../nbs/10_data.ipynb #065ad8f1
@@ -811,9 +818,11 @@ def prepare_data(source: str, dest=None, include=None, unpack: bool = False, rev
         else:
             out.mkdir(parents=True, exist_ok=True)
             with atomic_path(out/p.name) as t: shutil.copyfile(p, t)   # (OpenChatKit copied a file onto a directory)
-    elif not re.search(r'[./\\]', s): raise OCKError(f"unknown preset {s!r} (presets: {', '.join(PRESETS)}; or a Hugging Face dataset id, an https:// URL, a local path)")
+    elif not re.search(r'[./\\]', s): raise OCKError(f"unknown preset {s!r} (presets: {', '.join(PRESETS)}; "
+                                                     f"or a Hugging Face dataset id, an https:// URL, a local path)")
     else: raise OCKError(f"no such file or directory: {s}")
-    if not out.exists() or not any(out.rglob('*')): raise OCKError(f"nothing was fetched from {s}" + (f" matching {patterns}" if patterns else ''))
+    if not out.exists() or not any(out.rglob('*')): raise OCKError(f"nothing was fetched from {s}"
+                                                                   + (f" matching {patterns}" if patterns else ''))
     if unpack:
         for f in sorted(out.rglob('*')):
             if f.is_file() and f.name.lower().endswith(('.gz', '.zst', '.zstd')): unpack_file(f)
@@ -851,7 +860,8 @@ def data_stats(spec, tokenizer=None, samples: int = 3, strict: bool = False, tex
                     if len(batch) >= 1000: flush()
             flush()
             r = report.file(f)
-            rows.append(dict(file=f, weight=src.weight, format=fmt, records=r.records, trained=n_trained if enc else None, bad=r.n_bad, reasons=dict(r.bad),
+            rows.append(dict(file=f, weight=src.weight, format=fmt, records=r.records, trained=n_trained if enc else None, bad=r.n_bad,
+                             reasons=dict(r.bad),
                              examples=list(r.examples), chars=n_chars, tokens=n_tok if enc else None,
                              bytes=None if is_url(f) else Path(f).stat().st_size))
     tot = dict(files=len(rows), records=sum(r['records'] for r in rows), bad=sum(r['bad'] for r in rows),
@@ -872,7 +882,8 @@ def format_stats(st: dict, width: int = 240) -> str:
     for r in rows:
         why = ', '.join(f"{n} {k}" for k, n in r['reasons'].items())
         tk = f"{r['tokens']:,}" if r['tokens'] is not None else '-'
-        lines.append(f"{r['file']:<{w}}  {r['weight']:>6.3f}  {r['format']:>8}  {r['records']:>10,}  {r['bad']:>6,}  {tk:>12}" + (f"  ({why})" if why else ''))
+        lines.append(f"{r['file']:<{w}}  {r['weight']:>6.3f}  {r['format']:>8}  {r['records']:>10,}  {r['bad']:>6,}  {tk:>12}"
+                     + (f"  ({why})" if why else ''))
         lines += [f"    {e}" for e in r['examples']]
     if st['samples']:
         lines += ['', 'samples:']
@@ -883,7 +894,8 @@ def format_stats(st: dict, width: int = 240) -> str:
 
 # %% ../nbs/10_data.ipynb #9c02a8cb
 @ock_script
-def ock_prepare_data(source: Param("preset (oig, oig-moderation, oig-chip2, wikipedia-index), Hugging Face dataset id, https:// URL or local path", str, opt=False, nargs='?') = None,
+def ock_prepare_data(source: Param("preset (oig, oig-moderation, oig-chip2, wikipedia-index), Hugging Face dataset id, "
+                                   "https:// URL or local path", str, opt=False, nargs='?') = None,
                      dest: str = None,      # output directory (default: where training configs look, e.g. data/OIG/files)
                      include: str = None,   # comma-separated glob patterns of the files to take (e.g. 'unified_chip2*')
                      revision: str = None,  # hub revision (branch, tag or commit)

@@ -89,7 +89,8 @@ def submit(self: Engine, seqs: list[Seq]):
 @patch
 def load(self: Engine) -> dict:
     "How busy the engine is: active and queued sequences, and its limits (for `/health`)."
-    with self.cond: return dict(active=len(self.active) + len(self.admitting), queued=len(self.waiting), max_batch=self.max_batch, max_queue=self.max_queue)
+    with self.cond: return dict(active=len(self.active) + len(self.admitting), queued=len(self.waiting), max_batch=self.max_batch,
+                                max_queue=self.max_queue)
 
 # %% ../nbs/31_engine.ipynb #e9a1c007
 @patch
@@ -196,7 +197,8 @@ def _left_pad(t, n, dim=-2):
 def _forward(self: Engine, ids, mask, cache, every: bool = False):
     "Logits of the last position of each row (`every`: of all positions), with positions counted from each row's first real token."
     pos = (mask.cumsum(1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-    out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=0 if every else 1).logits
+    out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                     logits_to_keep=0 if every else 1).logits
     return out if every else out[:, -1, :]
 
 # %% ../nbs/31_engine.ipynb #e9a1c014
@@ -269,7 +271,8 @@ def _drop(self: Engine):
 
 # %% ../nbs/31_engine.ipynb #65a683f4
 def pick_tokens(scores, gens: list[dict], rngs=None, histories=None) -> list[int]:
-    "Next token of each row of `scores` [rows, vocab] with that row's settings: repetition penalty, then greedy or temperature/top-k/top-p sampling (one batched pass)."
+    ("Next token of each row of `scores` [rows, vocab] with that row's settings: repetition penalty, "
+     "then greedy or temperature/top-k/top-p sampling (one batched pass).")
     dev, n = scores.device, len(gens)
     scores = scores.float().clone()
     rngs = rngs or [None] * n
@@ -313,7 +316,8 @@ def _sample(self: Engine, seqs, logits):
     toks = pick_tokens(scores, gens, [s.rng for _, s in live], hist)
     want = [j for j, (_, s) in enumerate(live) if s.logprobs is not None]
     if want:
-        recs = token_logprobs(scores[torch.tensor(want, device=scores.device)], [toks[j] for j in want], [live[j][1].logprobs for j in want])
+        recs = token_logprobs(scores[torch.tensor(want, device=scores.device)], [toks[j] for j in want],
+                              [live[j][1].logprobs for j in want])
         for j, r in zip(want, recs): live[j][1].lps.append(r)
     for (_, s), nxt in zip(live, toks):
         self.stats['tokens'] += 1
@@ -321,7 +325,8 @@ def _sample(self: Engine, seqs, logits):
 
 # %% ../nbs/31_engine.ipynb #a7c1e002
 def token_logprobs(logits, ids: list, top=0) -> list[tuple]:
-    "`(token, logprob, [(token, logprob), ...])` for each `ids[r]` under row `r` of `logits`, with row `r`'s `top` (an int, or one per row) most likely tokens."
+    ("`(token, logprob, [(token, logprob), ...])` for each `ids[r]` under row `r` of `logits`, "
+     "with row `r`'s `top` (an int, or one per row) most likely tokens.")
     lp = torch.log_softmax(logits.float(), -1)
     tops = list(top) if isinstance(top, (list, tuple)) else [top] * len(ids)
     chosen = lp.gather(1, torch.tensor(ids, device=lp.device)[:, None])[:, 0].tolist()
@@ -332,7 +337,8 @@ def token_logprobs(logits, ids: list, top=0) -> list[tuple]:
 
 @patch
 def _prompt_logprobs(self: Engine, seqs, logits):
-    "Give each of `seqs` that asks the log-probabilities of its prompt tokens, from the prefill's `logits` of every position [rows, length, vocab]."
+    ("Give each of `seqs` that asks the log-probabilities of its prompt tokens, "
+     "from the prefill's `logits` of every position [rows, length, vocab].")
     L = logits.shape[1]
     for r, s in enumerate(seqs):
         if s.prompt_logprobs is None: continue

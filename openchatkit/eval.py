@@ -332,7 +332,8 @@ def _yaml_tasks(p: Path) -> list[str]:
         if m: names.append(m[1])
     return names
 
-_DATA_FILE = re.compile(r'^(\s*(?:-\s*|[\w.\-]+:\s*))([^\s#\'"{}\[\],]+\.(?:jsonl|json|csv|parquet|txt)(?:\.gz|\.zst)?)(\s*(?:#.*)?)$', re.M)
+_DATA_FILE = re.compile(r'^(\s*(?:-\s*|[\w.\-]+:\s*))([^\s#\'"{}\[\],]+\.(?:jsonl|json|csv|parquet|txt)(?:\.gz|\.zst)?)'
+                        r'(\s*(?:#.*)?)$', re.M)
 
 def localise_tasks(folder, dest) -> Path:
     "Copy a folder of YAML tasks into `dest`, its data files relative to the folder made absolute; the copy's path."
@@ -507,7 +508,8 @@ def save_results(results: dict, out_dir) -> dict:
 # %% ../nbs/70_eval.ipynb #7abe8832
 @ock_script(aliases={'-o': '--out', '-n': '--limit'})
 def ock_eval(model:str, # a model directory or hub id, or an OpenAI-compatible server's base URL (http://HOST:PORT)
-             tasks:Param("FILE.jsonl (its kind from its fields), KIND:FILE (perplexity, exact_match, conversation), lm-eval task names, a YAML task or folder of them (tiny_skills: the shipped one)", str, nargs='+'),
+             tasks:Param("FILE.jsonl (its kind from its fields), KIND:FILE (perplexity, exact_match, conversation), lm-eval task names, "
+                         "a YAML task or folder of them (tiny_skills: the shipped one)", str, nargs='+'),
              adapter:str=None, # a LoRA adapter (directory or run) on a local model
              out:str='eval-results', # folder for results.json, results.md, samples.jsonl, exact_match.png (-o)
              limit:int=None, # at most this many questions, conversations, texts or lm-eval documents per task (-n)

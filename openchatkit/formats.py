@@ -85,7 +85,8 @@ class ChatTemplateError(OCKError):
 
 @dataclass
 class ChatDoc:
-    "A conversation rendered for training: its text, the character spans of its assistant turns, whether the end-of-text after it is trained."
+    ("A conversation rendered for training: its text, the character spans of its assistant turns, "
+     "whether the end-of-text after it is trained.")
     text: str
     spans: list = field(default_factory=list)
     eot: bool = False
@@ -172,7 +173,8 @@ PROBE_CHAT = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'cont
               {'role': 'user', 'content': 'What is 2 plus 2?'}, {'role': 'assistant', 'content': '4'}]
 
 def check_chat_template(tokenizer, chat_format: str = 'auto') -> str:
-    "The resolved chat format (`ock`/`template`), once a probe conversation renders with every assistant turn marked; else `ChatTemplateError`."
+    ("The resolved chat format (`ock`/`template`), once a probe conversation renders with every assistant turn marked; "
+     "else `ChatTemplateError`.")
     kind = resolve_chat_format(tokenizer, chat_format)
     try: render_chat(PROBE_CHAT, tokenizer, kind)
     except ChatTemplateError: raise
@@ -186,7 +188,8 @@ CHECK_CHATS = [PROBE_CHAT[1:3],
                 {'role': 'assistant', 'content': 'Paris'}, {'role': 'user', 'content': 'And of Italy?  '},
                 {'role': 'assistant', 'content': 'Rome'}, {'role': 'user', 'content': 'Spell it backwards.'},
                 {'role': 'assistant', 'content': 'emoR'}],
-               [{'role': 'user', 'content': 'Quote: <human>: and <|im_end|> are just text.'}, {'role': 'assistant', 'content': 'Noted: <bot>:'}],
+               [{'role': 'user', 'content': 'Quote: <human>: and <|im_end|> are just text.'},
+                {'role': 'assistant', 'content': 'Noted: <bot>:'}],
                [{'role': 'user', 'content': 'Ünïcode — ok?\nTwo lines.'}, {'role': 'assistant', 'content': 'Yes.\n\nIt is.'}]]
 
 def _ids(x): return list(x['input_ids'] if hasattr(x, 'keys') else x)

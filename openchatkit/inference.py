@@ -72,7 +72,8 @@ class Generation:
 def check_gen(gen: dict) -> dict:
     "Complete `gen` with `GEN_DEFAULTS` and check the values; unknown names and bad values are one-line errors."
     bad = set(gen) - set(GEN_DEFAULTS) - {'seed', 'use_cache'}
-    if bad: raise OCKError(f"unknown generation setting(s): {', '.join(sorted(bad))} (known: {', '.join(list(GEN_DEFAULTS) + ['seed', 'use_cache'])})")
+    if bad: raise OCKError(f"unknown generation setting(s): {', '.join(sorted(bad))} "
+                           f"(known: {', '.join(list(GEN_DEFAULTS) + ['seed', 'use_cache'])})")
     g = {**GEN_DEFAULTS, 'seed': None, 'use_cache': True, **{k: v for k, v in gen.items() if v is not None}}
     if isinstance(g['stop'], str): g['stop'] = (g['stop'],)
     g['stop'] = tuple(s for s in g['stop'] if s)
@@ -216,7 +217,8 @@ def load(cls: ChatModel, model=None, device: str = 'auto', dtype: str = 'auto', 
         kw.update(device_map='auto', max_memory=max_memory, offload_folder=str(offload_folder))
     elif q is not None or dev.type == 'cuda': kw['device_map'] = {'': str(dev) if dev.type != 'cuda' else dev.index}
     try:
-        with quiet_loading(*INCIDENTAL_LOGGERS):   # no 'Loading weights' bar (the script says what it loads), no bitsandbytes import chatter
+        # no 'Loading weights' bar (the script says what it loads), no bitsandbytes import chatter
+        with quiet_loading(*INCIDENTAL_LOGGERS):
             tok = AutoTokenizer.from_pretrained(tokenizer or src, trust_remote_code=trust_remote_code)
             m = AutoModelForCausalLM.from_pretrained(src, **kw)
     except OSError as e:
@@ -245,7 +247,8 @@ def device(self: ChatModel):
 
 @patch(as_prop=True)
 def context_length(self: ChatModel) -> int:
-    "How many tokens the model can attend to (prompt + reply): the smaller of the model's positions and the tokenizer's `model_max_length`, where set."
+    ("How many tokens the model can attend to (prompt + reply): the smaller of the model's positions "
+     "and the tokenizer's `model_max_length`, where set.")
     c = self.model.config
     n = getattr(c, 'max_position_embeddings', None) or getattr(c, 'n_positions', None) or getattr(c, 'max_sequence_length', None)
     t = getattr(self.tokenizer, 'model_max_length', None)

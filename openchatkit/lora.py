@@ -119,7 +119,8 @@ def build_lora_model(cfg: TrainConfig, hf_config=None, device='cpu'):
     with quiet_loading(*INCIDENTAL_LOGGERS):
         try: base = AutoModelForCausalLM.from_pretrained(str(cfg.model), **kw)
         except (OSError, ValueError, RuntimeError, ImportError) as e:
-            raise OCKError(f"could not load base model {cfg.model}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            raise OCKError(f"could not load base model {cfg.model}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
         if not cfg.load_in_4bit: base = base.to(device)
         for p in base.parameters(): p.requires_grad_(False)
         if cfg.load_in_4bit:
@@ -292,7 +293,8 @@ def save(self: LoraTrainer) -> Path:
     if self.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with writing(tmp), quiet_loading(*INCIDENTAL_LOGGERS): self.model.save_pretrained(str(tmp))      # adapter_config.json + adapter_model.safetensors
+        # adapter_config.json + adapter_model.safetensors
+        with writing(tmp), quiet_loading(*INCIDENTAL_LOGGERS): self.model.save_pretrained(str(tmp))
         (tmp/'README.md').unlink(missing_ok=True)                # peft's empty model card
         atomic_torch_save(self.opt.state_dict(), tmp/'optimizer.pt')
         atomic_torch_save({'scheduler': self.sched.state_dict(), 'scaler': self.scaler.state_dict() if self.scaler else None,
@@ -341,7 +343,8 @@ def resume(self: LoraTrainer) -> bool:
     try:
         sd = load_file(str(d/'adapter_model.safetensors'), device=str(self.device))
         with quiet_loading(*INCIDENTAL_LOGGERS): res = set_peft_model_state_dict(self.model, sd)
-        if getattr(res, 'unexpected_keys', None): raise OCKError(f"{d}: adapter tensors this model does not have: {res.unexpected_keys[:3]}")
+        if getattr(res, 'unexpected_keys', None): raise OCKError(f"{d}: adapter tensors this model does not have: "
+                                                                 f"{res.unexpected_keys[:3]}")
         self.opt.load_state_dict(torch.load(d/'optimizer.pt', map_location=self.device, weights_only=False))
         st = torch.load(d/'scheduler.pt', weights_only=False)
         self.sched.load_state_dict(st['scheduler'])

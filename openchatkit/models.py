@@ -130,7 +130,8 @@ def load_config(model_dir, dropout: float = 0.0, rope_scaling: dict | None = Non
 
 # %% ../nbs/20_models.ipynb #20a0c000
 def _looks_local(s: str) -> bool:
-    return s.startswith(('/', './', '../', '~', '.\\')) or s.endswith(('/', '\\')) or s.count('/') > 1 or s in ('.', '..') or os.sep == '\\' and ':\\' in s
+    return (s.startswith(('/', './', '../', '~', '.\\')) or s.endswith(('/', '\\')) or s.count('/') > 1 or s in ('.', '..')
+            or os.sep == '\\' and ':\\' in s)
 
 def resolve_model(model) -> str:
     "Check a `--model` value: an existing model directory, or something that can only be a hub id."
@@ -201,9 +202,11 @@ BASE_MODELS = {
     'EleutherAI/gpt-neox-20b': dict(model_type='gpt_neox', hidden_size=6144, num_hidden_layers=44, num_attention_heads=64,
                                     intermediate_size=24576, vocab_size=50432, max_position_embeddings=2048, rotary_pct=0.25),
     'togethercomputer/RedPajama-INCITE-Chat-3B-v1': dict(model_type='gpt_neox', hidden_size=2560, num_hidden_layers=32,
-                                    num_attention_heads=32, intermediate_size=10240, vocab_size=50432, max_position_embeddings=2048, rotary_pct=1.0),
+                                    num_attention_heads=32, intermediate_size=10240, vocab_size=50432, max_position_embeddings=2048,
+                                    rotary_pct=1.0),
     'togethercomputer/RedPajama-INCITE-7B-Chat': dict(model_type='gpt_neox', hidden_size=4096, num_hidden_layers=32,
-                                    num_attention_heads=32, intermediate_size=16384, vocab_size=50432, max_position_embeddings=2048, rotary_pct=1.0),
+                                    num_attention_heads=32, intermediate_size=16384, vocab_size=50432, max_position_embeddings=2048,
+                                    rotary_pct=1.0),
     'togethercomputer/Llama-2-7B-32K-beta': dict(model_type='llama', hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                                     num_key_value_heads=32, intermediate_size=11008, vocab_size=32000, max_position_embeddings=32768,
                                     rope_scaling={'rope_type': 'linear', 'factor': 8.0}, tie_word_embeddings=False),
@@ -219,7 +222,8 @@ def paper_config(name: str):
     mt = spec.pop('model_type')
     if mt == 'gpt_neox':
         rp = spec.pop('rotary_pct')
-        return GPTNeoXConfig(**spec, tie_word_embeddings=False, rope_parameters={'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': rp})
+        return GPTNeoXConfig(**spec, tie_word_embeddings=False,
+                             rope_parameters={'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': rp})
     return LlamaConfig(**spec)
 
 def layer_params(config, i) -> int:
@@ -297,7 +301,8 @@ def prepare_model(model: str, out=None, revision: str | None = None, token: str 
     try:
         snapshot_download(repo_id=model, revision=revision, token=token, local_dir=str(out), allow_patterns=_ALLOW)
     except LocalEntryNotFoundError:
-        raise OCKError(f"{model}: not a local directory and could not be downloaded (offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')})")
+        raise OCKError(f"{model}: not a local directory and could not be downloaded "
+                       f"(offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')})")
     except RepositoryNotFoundError:
         raise OCKError(f"{model}: no such model on the Hugging Face hub (or it is gated: log in with `hf auth login`)")
     except HfHubHTTPError as e:

@@ -171,10 +171,12 @@ def check_causal_lm(src: str, trust_remote_code: bool = False):
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise OCKError(f"could not load moderation model {src!r}: {msg}")
     archs = list(getattr(cfg, 'architectures', None) or [])
-    causal = any(a.endswith(('ForCausalLM', 'LMHeadModel')) for a in archs) if archs else cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    causal = (any(a.endswith(('ForCausalLM', 'LMHeadModel')) for a in archs) if archs
+              else cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
     if getattr(cfg, 'is_encoder_decoder', False) or not causal:
         what = ', '.join(archs) or cfg.model_type
-        raise OCKError(f"moderation model {src!r} is not a causal LM ({what}): pass a causal LM such as {DEFAULT_LM}, or a classifier directory")
+        raise OCKError(f"moderation model {src!r} is not a causal LM ({what}): "
+                       f"pass a causal LM such as {DEFAULT_LM}, or a classifier directory")
     return cfg
 
 class LMModerator(Moderator):
@@ -439,7 +441,8 @@ def parse_policy(spec=None) -> dict:
         if a is None: raise OCKError(f"bad policy item {l.strip()!r}: expected label=action, e.g. 'needs caution=refuse'")
         l, a = check_label(l), str(a).strip().lower()
         if a not in ACTIONS: raise OCKError(f"bad policy action {a!r} for {l!r}: expected pass, warn or refuse")
-        if l == 'needs intervention' and a != 'refuse': raise OCKError("'needs intervention' is always refused; only the caution labels are configurable")
+        if l == 'needs intervention' and a != 'refuse': raise OCKError("'needs intervention' is always refused; "
+                                                                       "only the caution labels are configurable")
         pol[l] = a
     return pol
 
@@ -488,7 +491,8 @@ def load_moderator(spec: str | None = None, device: str = 'auto', **kwargs) -> M
     "The shipped classifier (None), a classifier directory, or a causal LM directory / hub id as a moderator."
     if spec is None or str(spec).strip() == '':
         if not (asset_path('moderation', 'classifier')/'moderator.json').exists():
-            raise OCKError("this install ships no moderation classifier: pass a moderation model (e.g. togethercomputer/GPT-JT-Moderation-6B)")
+            raise OCKError("this install ships no moderation classifier: "
+                           "pass a moderation model (e.g. togethercomputer/GPT-JT-Moderation-6B)")
         return FastModerator.load(device='cpu' if device == 'auto' else device, **kwargs)
     p = Path(str(spec)).expanduser()
     if (p/'moderator.json').exists(): return FastModerator.load(p, device='cpu' if device == 'auto' else device, **kwargs)

@@ -83,7 +83,8 @@ def _load_into(module: nn.Module, config, idx: int, weights: HFWeights):
         # a run's precision decides what it trains in (DeepSpeed casts for bf16/fp16), an fp16 checkpoint trains in fp32
         sd = {k: v.to(want[k]) for k, v in weights.get(prefix).items() if k in want}
         missing = sorted(set(want) - set(sd))
-        if missing: raise OCKError(f"{weights.dir}: tensors missing for pipeline layer {idx}: {prefix}{missing[0]} (and {len(missing)-1} more)")
+        if missing: raise OCKError(f"{weights.dir}: tensors missing for pipeline layer {idx}: "
+                                   f"{prefix}{missing[0]} (and {len(missing)-1} more)")
         sub.load_state_dict(sd, strict=True, assign=True)
         LOAD_LOG.append((idx, prefix, len(sd)))
 
@@ -138,7 +139,8 @@ class HeadPipe(_PipeLayer):
     "Pipeline layer L+2: the LM head (untied)."
     def __init__(self, config, model_dir=None, idx=None, amp=None):
         super().__init__()
-        self._setup(config, model_dir, idx, amp, lambda: setattr(self, 'head', nn.Linear(config.hidden_size, config.vocab_size, bias=False)))
+        self._setup(config, model_dir, idx, amp,
+                    lambda: setattr(self, 'head', nn.Linear(config.hidden_size, config.vocab_size, bias=False)))
     def forward(self, h):
         with self._ctx(h): out = self.head(h)
         return out.float() if self.amp else out
@@ -150,7 +152,8 @@ def tied_head_forward(embed: EmbedPipe, h):
 
 # %% ../nbs/21_pipeline.ipynb #8356f772
 def layer_specs(config, model_dir=None, amp=None, sep: int | None = None) -> list:
-    "DeepSpeed layer specs for `config`: embed, L blocks, final norm, head (tied to the embedding when the config says so); `sep`: mask packed documents."
+    ("DeepSpeed layer specs for `config`: embed, L blocks, final norm, head (tied to the embedding when the config says so); "
+     "`sep`: mask packed documents.")
     from deepspeed.pipe import LayerSpec, TiedLayerSpec
     L, tied = num_layers(config), bool(getattr(config, 'tie_word_embeddings', False))
     first = (TiedLayerSpec('embed', EmbedPipe, config, model_dir, 0, amp, sep, tied_weight_attr='embed.weight') if tied

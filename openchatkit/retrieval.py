@@ -209,7 +209,8 @@ def build_faiss_index(vectors: np.ndarray, kind: str = 'auto', nlist=None, pq_m=
         try: index.train(sample)
         except RuntimeError as e:
             why = str(e).strip().splitlines()[-1].split('Error: ')[-1]
-            raise OCKError(f"faiss cannot train index {fs!r} on {len(sample)} vectors ({why}); use kind 'flat' for small collections") from None
+            raise OCKError(f"faiss cannot train index {fs!r} on {len(sample)} vectors ({why}); "
+                           f"use kind 'flat' for small collections") from None
     step = 65_536
     for s in _progress(range(0, n, step), total=(n + step - 1) // step, desc='index', disable=not progress or n <= step):
         index.add(vectors[s:s + step])
@@ -362,7 +363,8 @@ def read_documents(path, report=_warn) -> list[Doc]:
             except json.JSONDecodeError:
                 bad.append(i)
                 continue
-            t = next((rec[k] for k in ('text', 'content', 'contents', 'body') if isinstance(rec, dict) and isinstance(rec.get(k), str)), None)
+            t = next((rec[k] for k in ('text', 'content', 'contents', 'body')
+                      if isinstance(rec, dict) and isinstance(rec.get(k), str)), None)
             if t is None:
                 bad.append(i)
                 continue
@@ -760,11 +762,13 @@ def load_index_dir(path, embedder=None, device='auto', mmap=None, nprobe=None, e
 FACTS_INDEX = 'facts-index'
 
 def load_retriever(path=None, embedder=None, device='auto', mmap=None, **kw) -> Retriever:
-    "A retriever over `path` (an `ock-index` folder, a Wikipedia index folder, or `wikipedia`: the downloaded one); None: the shipped facts index."
+    ("A retriever over `path` (an `ock-index` folder, a Wikipedia index folder, or `wikipedia`: the downloaded one); "
+     "None: the shipped facts index.")
     if path is None or str(path) == '':
         path = asset_path(FACTS_INDEX)
         if not (path/'meta.json').exists():
-            raise OCKError(f"the shipped facts index is missing from this install ({path}); build one with: ock-index build SOURCES --out DIR")
+            raise OCKError(f"the shipped facts index is missing from this install ({path}); "
+                           f"build one with: ock-index build SOURCES --out DIR")
     path = Path(path)
     if str(path) == 'wikipedia' and not path.exists():       # where `ock-prepare-data wikipedia-index` puts it
         path = Path(os.environ.get('OCK_DATA_DIR') or 'data')/'wikipedia-3sentence-level-retrieval-index'
@@ -916,7 +920,8 @@ def build_facts_index(out=None, seed: int = 0, progress: bool = False) -> Path:
 # %% ../nbs/40_retrieval.ipynb #b31821e5
 def _print_hits(hits, as_json=False):
     for n, h in enumerate(hits, 1):
-        if as_json: print(json.dumps({'rank': n, 'score': round(h.score, 4), 'source': h.source, 'text': h.text, 'id': h.id}, ensure_ascii=False))
+        if as_json: print(json.dumps({'rank': n, 'score': round(h.score, 4), 'source': h.source, 'text': h.text, 'id': h.id},
+                                     ensure_ascii=False))
         else: print(f"{n}. [{h.score:.3f}] {h.source}\n   {h.text}")
 
 @ock_script(aliases={'-k': '--k', '-o': '--out', '-r': '--recursive'})
@@ -950,7 +955,8 @@ def ock_index(command:str, # build | add | search | info
                         device=device, report=rep)
             m = _load_meta(out)
             print(f"indexed {m['count']} chunks of {m['docs']} documents from {len(m['files'])} files "
-                  f"({len(skipped)} problems reported) with {m['embedder']['name']} into {out} (faiss {m['faiss']}) in {time.time() - t0:.1f}s")
+                  f"({len(skipped)} problems reported) with {m['embedder']['name']} into {out} (faiss {m['faiss']})"
+                  f" in {time.time() - t0:.1f}s")
         else:
             s = add_to_index(out, args, recursive=recursive, embedder=embedder, device=device, prune=prune, report=rep)
             print(f"{out}: {s['new']} new, {s['changed']} changed, {s['unchanged']} unchanged, {s['removed']} removed files; "

@@ -143,7 +143,8 @@ def _out_name(out: Path, stem: str):
     raise OCKError(f"{out}: could not find a free name for {base}.ipynb")
 
 def _kernel_manager(log):
-    "A kernel manager whose kernel's own stdout goes nowhere and stderr to `log`: what a cell prints (also at the file-descriptor level, e.g. a subprocess) reaches us once, as cell output."
+    ("A kernel manager whose kernel's own stdout goes nowhere and stderr to `log`: what a cell prints "
+     "(also at the file-descriptor level, e.g. a subprocess) reaches us once, as cell output.")
     import subprocess
     from jupyter_client import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
@@ -220,7 +221,8 @@ def format_parameters(path) -> str:
 
 @ock_script(aliases={'-p': '--param', '-y': '--yaml', '-o': '--out'})
 def ock_run(notebook: Param("the notebook to run (.ipynb)", str, opt=False),
-            param: Param("-p NAME VALUE: set a parameter (repeatable); values parse as papermill's: int, float, True/False, None, else text",
+            param: Param("-p NAME VALUE: set a parameter (repeatable); values parse as papermill's: "
+                         "int, float, True/False, None, else text",
                          str, nargs=2, action='append') = None,
             yaml: Param("-y YAML: parameters as a YAML mapping, or a .yaml file (for lists and mappings); -p wins", str) = None,
             out: str = 'runs/notebooks',   # directory of the executed notebook (saved as NOTEBOOK-YYYYmmdd-HHMMSS.ipynb)
@@ -308,7 +310,8 @@ def plan(self: Recipe, gpus: int = 8) -> dict:
     p = plan_pipeline(hf, pp, dp, micro_batch=cfg.micro_batch_size, seq_length=cfg.seq_length, gas=cfg.gradient_accumulation_steps)
     n, tokens = p['params'], p['tokens_per_step']
     state = n * (2 + 2 + 12) / pp / 2**30          # fp16 weights and gradients, fp32 master weights and Adam moments
-    print(f"as configured: {n/1e9:.2f}B parameters ({hf.model_type}, {num_layers(hf)} blocks) on {pp * dp} GPUs = pipeline {pp} x data {dp}; "
+    print(f"as configured: {n/1e9:.2f}B parameters ({hf.model_type}, {num_layers(hf)} blocks) on {pp * dp} GPUs "
+          f"= pipeline {pp} x data {dp}; "
           f"{tokens:,} tokens per step x {cfg.total_steps:,} steps = {_human(tokens * cfg.total_steps)} tokens; "
           f"~{state:.0f} GiB of weights, gradients and optimizer state per GPU before activations")
     return dict(params=n, pp=pp, dp=dp, tokens_per_step=tokens, state_gib_per_gpu=state)
@@ -332,7 +335,8 @@ def check(self: Recipe):
     elif self.nproc and self.nproc > gpus:
         raise OCKError(f"nproc {self.nproc} > {gpus} visible GPU(s)")
     n = (self.nproc or gpus or cfg.pipeline_parallel) * self.nnodes
-    print(f"{Path(self.config).stem}: {n} process(es) = pipeline {cfg.pipeline_parallel} x data {n // cfg.pipeline_parallel if n % cfg.pipeline_parallel == 0 else '?'}; "
+    print(f"{Path(self.config).stem}: {n} process(es) = pipeline {cfg.pipeline_parallel} "
+          f"x data {n // cfg.pipeline_parallel if n % cfg.pipeline_parallel == 0 else '?'}; "
           f"{cfg.total_steps} steps of {cfg.micro_batch_size * cfg.gradient_accumulation_steps} x {cfg.seq_length} tokens per pipeline; "
           f"precision {cfg.precision}; output {cfg.output_dir}")
     return cfg

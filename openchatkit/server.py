@@ -63,7 +63,8 @@ def check_messages(msgs) -> list[dict]:
         if not isinstance(m, dict): raise _bad(f"'{p}' must be an object with 'role' and 'content'", p)
         role, c = m.get('role'), m.get('content')
         if not isinstance(role, str) or role not in CHAT_ROLES:
-            raise _bad(f"'{p}.role' is {json.dumps(role)[:40]}; supported roles: system, developer, user, assistant", f'{p}.role', 'invalid_role')
+            raise _bad(f"'{p}.role' is {json.dumps(role)[:40]}; supported roles: system, developer, user, assistant",
+                       f'{p}.role', 'invalid_role')
         if isinstance(c, list):
             if not all(isinstance(x, dict) and x.get('type') == 'text' and isinstance(x.get('text'), str) for x in c):
                 raise _bad(f"'{p}.content': only text parts ({{'type': 'text', 'text': ...}}) are supported", f'{p}.content')
@@ -83,7 +84,8 @@ def check_common(body: dict, context_length: int, default_max_tokens: int, max_n
     for k, what in UNSUPPORTED.items():
         if body.get(k): raise _bad(f"{what} ('{k}') are not supported by this server", k, 'unsupported_parameter')
     rf = body.get('response_format')
-    if rf not in (None, {'type': 'text'}): raise _bad("only response_format {'type': 'text'} is supported", 'response_format', 'unsupported_parameter')
+    if rf not in (None, {'type': 'text'}): raise _bad("only response_format {'type': 'text'} is supported", 'response_format',
+                                                      'unsupported_parameter')
     mt = body.get('max_completion_tokens', body.get('max_tokens'))
     name = 'max_completion_tokens' if body.get('max_completion_tokens') is not None else 'max_tokens'
     max_tokens = _num({name: mt}, name, 1, context_length - 1, min(default_max_tokens, context_length - 1), int)
@@ -93,7 +95,8 @@ def check_common(body: dict, context_length: int, default_max_tokens: int, max_n
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
         raise _bad("'stop' must be a non-empty string or an array of up to 4 of them", 'stop')
     if any(len(s) > MAX_STOP_CHARS for s in stop):
-        raise _bad(f"each 'stop' string may have at most {MAX_STOP_CHARS} characters, got {max(map(len, stop))}", 'stop', 'string_above_max_length')
+        raise _bad(f"each 'stop' string may have at most {MAX_STOP_CHARS} characters, got {max(map(len, stop))}", 'stop',
+                   'string_above_max_length')
     for k in ('presence_penalty', 'frequency_penalty'): _num(body, k, -2, 2, 0.0)
     g = dict(max_new_tokens=max_tokens, temperature=_num(body, 'temperature', 0, 2, None),
              top_p=_num(body, 'top_p', 0, 1, None, lo_open=True), top_k=_num(body, 'top_k', 0, 10**6, None, int),
@@ -168,7 +171,8 @@ async def _read_json(request, max_body: int) -> dict:
     return body
 
 def _not_text(obj, path='') -> str | None:
-    "Where in the parsed JSON `obj` a string (or key) holds a lone surrogate, which no tokenizer (and no UTF-8) can encode; None if nowhere."
+    ("Where in the parsed JSON `obj` a string (or key) holds a lone surrogate, which no tokenizer (and no UTF-8) can encode; "
+     "None if nowhere.")
     def bad(s):
         try:
             s.encode('utf-8')
@@ -240,7 +244,8 @@ def echo(self: Job, i) -> str:
 @patch
 def choice(self: Job, i, text, finish) -> dict:
     "Choice `i` of the whole answer (with its log-probabilities, if asked: call once per choice)."
-    if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text, 'refusal': None}, 'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
+    if self.chat: return {'index': i, 'message': {'role': 'assistant', 'content': text, 'refusal': None},
+                          'logprobs': self.logprobs(i, text, finish), 'finish_reason': finish}
     head = self.prompt_logprobs(i) if self.prompt_lp else None        # the echoed prompt's tokens come first
     lp = self.logprobs(i, text, finish)
     if head: lp = _joined(head, lp)
@@ -278,7 +283,8 @@ def token_text(tok, prev, t) -> str:
     return b[len(a):] if b.startswith(a) else dec([t])
 
 def _best_by_text(alts) -> dict:
-    "Alternatives `[(text, logprob)]` as the legacy format's `{text: logprob}`: two tokens with the same text (e.g. two halves of a character, both `\ufffd`) keep the likelier."
+    ("Alternatives `[(text, logprob)]` as the legacy format's `{text: logprob}`: two tokens with the same text "
+     "(e.g. two halves of a character, both `\ufffd`) keep the likelier.")
     out = {}
     for t, v in alts: out[t] = max(v, out.get(t, v))
     return out
@@ -296,7 +302,8 @@ def format_logprobs(self: Job, i, recs, prev) -> dict:
         prev = t
     if self.chat:
         b = lambda s: list(s.encode('utf-8'))
-        return {'content': [{'token': t, 'logprob': lp, 'bytes': b(t), 'top_logprobs': [{'token': a, 'logprob': v, 'bytes': b(a)} for a, v in alts]}
+        return {'content': [{'token': t, 'logprob': lp, 'bytes': b(t),
+                             'top_logprobs': [{'token': a, 'logprob': v, 'bytes': b(a)} for a, v in alts]}
                             for t, lp, alts in rows], 'refusal': None}
     offs = []
     for t, _, _ in rows:
@@ -353,7 +360,8 @@ async def collect(request, job: Job) -> JSONResponse | None:
 
 # %% ../nbs/63_server.ipynb #5e7a0003
 async def released(job: Job):
-    "`job`'s text as it is released: `(i, text, None)` for new text of choice `i`, `(i, text, finish)` at its end; `(None, APIError, 'error')` ends it."
+    ("`job`'s text as it is released: `(i, text, None)` for new text of choice `i`, `(i, text, finish)` at its end; "
+     "`(None, APIError, 'error')` ends it.")
     closed, left = set(), len(job.seqs)
     while left:
         i, ev = await job.events.get()
@@ -431,7 +439,8 @@ def check_model(self: Service, body: dict):
     m = body.get('model')
     if m is None: raise _bad("'model' is required", 'model')
     if not isinstance(m, str): raise _bad(f"'model' must be a string, got {json.dumps(m)[:40]}", 'model')
-    if m not in self.names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{self.name}')", param='model', code='model_not_found')
+    if m not in self.names: raise APIError(404, f"The model '{m}' does not exist (this server serves '{self.name}')",
+                                           param='model', code='model_not_found')
 
 @patch
 def model_card(self: Service) -> dict:
@@ -540,7 +549,8 @@ async def chat_completions(self: Service, request: Request):
 
 @patch
 async def chat_input(self: Service, body: dict, msgs: list, opts: dict) -> tuple[str | None, list | None]:
-    "A chat request's way in: `(refusal, None)` if the gate refuses the last user message, else `(None, prompt ids)` with retrieved passages."
+    ("A chat request's way in: `(refusal, None)` if the gate refuses the last user message, "
+     "else `(None, prompt ids)` with retrieved passages.")
     at = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i]['role'] != 'assistant'), 0)   # what the reply answers
     last_user = msgs[at]['content'] if msgs[at]['role'] != 'assistant' else ''
     if self.gate is not None and last_user:
@@ -612,7 +622,8 @@ async def drain(self: Service, timeout: float = 10.0, grace: float = 5.0):
 
 # %% ../nbs/63_server.ipynb #c4e5a002
 import re, itertools
-RESPONSES_UNSUPPORTED = {'tools': 'tools', 'previous_response_id': 'stored responses (previous_response_id)', 'conversation': 'conversations',
+RESPONSES_UNSUPPORTED = {'tools': 'tools', 'previous_response_id': 'stored responses (previous_response_id)',
+                         'conversation': 'conversations',
                          'background': 'background responses', 'prompt': 'prompt templates', 'include': "extra output ('include')",
                          'reasoning': 'reasoning options', 'top_logprobs': 'log-probabilities'}
 
@@ -626,7 +637,8 @@ def check_input(body: dict) -> list[dict]:
     for i, m in enumerate(inp):
         kind = m.get('type', 'message') if isinstance(m, dict) else type(m).__name__
         if kind != 'message' or 'role' not in m:
-            raise _bad(f"'input[{i}]': only messages with text are supported, not {json.dumps(kind)[:40]} items", f'input[{i}]', 'unsupported_parameter')
+            raise _bad(f"'input[{i}]': only messages with text are supported, not {json.dumps(kind)[:40]} items", f'input[{i}]',
+                       'unsupported_parameter')
         c = m.get('content')
         if isinstance(c, list):
             for j, x in enumerate(c):
@@ -648,7 +660,8 @@ def check_response_options(body: dict, context_length: int, default_max_tokens: 
     for k, what in RESPONSES_UNSUPPORTED.items():
         if body.get(k): raise _bad(f"{what} are not supported by this server", k, 'unsupported_parameter')
     if body.get('store'): raise _bad("this server does not store responses: send 'store': false", 'store', 'unsupported_parameter')
-    if body.get('tool_choice') not in (None, 'none', 'auto'): raise _bad("tools are not supported by this server", 'tool_choice', 'unsupported_parameter')
+    if body.get('tool_choice') not in (None, 'none', 'auto'): raise _bad("tools are not supported by this server", 'tool_choice',
+                                                                         'unsupported_parameter')
     t = body.get('text')
     if t is not None and not (isinstance(t, dict) and t.get('format') in (None, {'type': 'text'})):
         raise _bad("only text output (text.format {'type': 'text'}) is supported", 'text.format', 'unsupported_parameter')
@@ -666,7 +679,8 @@ def output_message(mid: str, text: str | None, status: str = 'completed') -> dic
             'content': [] if text is None else [{'type': 'output_text', 'text': text, 'annotations': [], 'logprobs': []}]}
 
 def response_object(job: Job, body: dict, status: str = 'in_progress', item: dict | None = None, reason: str | None = None) -> dict:
-    "`job`'s `response` object: its `status`, the output message `item`, why it is incomplete, its usage (so far: the prompt's tokens from the start)."
+    ("`job`'s `response` object: its `status`, the output message `item`, why it is incomplete, "
+     "its usage (so far: the prompt's tokens from the start).")
     u, used = job.usage(), check_gen({k: body.get(k) for k in ('temperature', 'top_p')})   # the values generation uses
     return {'id': job.rid, 'object': 'response', 'created_at': job.created, 'status': status, 'error': None,
             'completed_at': int(time.time()) if status in ('completed', 'incomplete') else None,
@@ -689,9 +703,11 @@ def response_status(finish: str) -> tuple[str, str | None]:
 
 # %% ../nbs/63_server.ipynb #c4e5a006
 async def response_events(job: Job, body: dict, mid: str, refusal: str | None = None):
-    "The Responses API's server-sent events for `job` (or a `refusal`): created, in progress, the message and its text part, text deltas, their ends, completed (or incomplete)."
+    ("The Responses API's server-sent events for `job` (or a `refusal`): created, in progress, the message and its text part, "
+     "text deltas, their ends, completed (or incomplete).")
     seq = itertools.count()
-    def ev(kind, **kw): return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **kw}, ensure_ascii=False)}\n\n"
+    def ev(kind, **kw): return (f"event: {kind}\n"
+                                f"data: {json.dumps({'type': kind, 'sequence_number': next(seq), **kw}, ensure_ascii=False)}\n\n")
     at = dict(item_id=mid, output_index=0, content_index=0)
     part = lambda text: {'type': 'output_text', 'text': text, 'annotations': [], 'logprobs': []}
     try:
@@ -776,7 +792,8 @@ def make_app(engine: Engine, model_name: str | None = None, api_key: str | None 
 
 # %% ../nbs/63_server.ipynb #052efcf4
 def serve_app(app, host: str = '127.0.0.1', port: int = 8000, log_level: str = 'info', drain_timeout: float = 10.0):
-    "Run `app` (from `make_app`) under uvicorn until SIGTERM or Ctrl-C, which drain it (`Service.drain`) before it exits 0; a second signal exits at once."
+    ("Run `app` (from `make_app`) under uvicorn until SIGTERM or Ctrl-C, which drain it (`Service.drain`) before it exits 0; "
+     "a second signal exits at once.")
     import uvicorn
     svc = app.state.service
     class Server(uvicorn.Server):
@@ -792,7 +809,8 @@ def serve_app(app, host: str = '127.0.0.1', port: int = 8000, log_level: str = '
             self.loop.call_soon_threadsafe(self.start_drain)
         def start_drain(self): self.drainer = self.loop.create_task(self.drain())
         async def drain(self):
-            print(f"Shutting down: {len(svc.jobs)} request(s) in flight get up to {drain_timeout:g}s to finish; new ones get 503", flush=True)
+            print(f"Shutting down: {len(svc.jobs)} request(s) in flight get up to {drain_timeout:g}s to finish; new ones get 503",
+                  flush=True)
             try: await svc.drain(drain_timeout)
             finally: self.should_exit = True
     Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)).run()
@@ -811,9 +829,11 @@ def ock_serve(model:str=None, # model directory or hub id (default: the shipped 
               max_tokens:int=256, # default max_tokens of a chat request that gives none
               max_body:int=1<<20, # largest request body in bytes (HTTP 413 beyond)
               chat_template:str='auto', # render chats with the tokenizer's chat template: auto (if it has one), on, off (OpenChatKit format)
-              retrieval:Param("add the best passages of an index (default: the shipped one) to each chat request: --retrieval [INDEX]", str, nargs='?', const='')=None,
+              retrieval:Param("add the best passages of an index (default: the shipped one) to each chat request: --retrieval [INDEX]",
+                              str, nargs='?', const='')=None,
               k:int=1, # passages retrieval adds per request
-              moderation:Param("check requests and replies with a moderation model (default: the shipped classifier): --moderation [MODEL]", str, nargs='?', const='')=None,
+              moderation:Param("check requests and replies with a moderation model (default: the shipped classifier): "
+                               "--moderation [MODEL]", str, nargs='?', const='')=None,
               adapter:str=None, # a LoRA adapter to load on top of --model: its directory, or a LoRA run (its latest checkpoint)
               load_in_8bit:bool=False, # load the weights in 8 bits (bitsandbytes)
               load_in_4bit:bool=False, # load the weights in 4 bits, nf4 (bitsandbytes)

@@ -246,11 +246,13 @@ def fresh_fact_docs(seed: int = 0, exclude: list[dict] = ()):
 # %% ../nbs/11_synthetic.ipynb #a56d5b48
 SMALL_TALK = [
     (["Hello!", "Hi", "Hello, how are you?", "Hi there!", "Good morning!"],
-     ["Hello! I am a tiny chat model. Ask me to add, subtract or compare numbers, count, spell or reverse words, convert units or find weekdays."]),
+     ["Hello! I am a tiny chat model. Ask me to add, subtract or compare numbers, count, spell or reverse words, "
+      "convert units or find weekdays."]),
     (["Who are you?", "What are you?", "What is your name?"],
      ["I am the tiny chat model of openchatkit, trained on this machine in under an hour."]),
     (["What can you do?", "Help", "What do you know?"],
-     ["I can add, subtract and compare numbers, count, spell and reverse words, convert units, find weekdays, and answer questions about a passage you give me."]),
+     ["I can add, subtract and compare numbers, count, spell and reverse words, convert units, find weekdays, "
+      "and answer questions about a passage you give me."]),
     (["Thank you!", "Thanks", "Thanks a lot!"], ["You are welcome!"]),
     (["Goodbye", "Bye!", "See you later."], ["Goodbye!"]),
 ]

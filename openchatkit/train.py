@@ -218,7 +218,8 @@ def _worker(argv) -> int:
     return 0
 
 def _describe(e: BaseException) -> str:
-    "The error line of an unexpected exception (its traceback printed first), or, when it is only the news that another rank stopped (its connection closed), a short line saying so."
+    ("The error line of an unexpected exception (its traceback printed first), or, when it is only the news "
+     "that another rank stopped (its connection closed), a short line saying so.")
     s = str(e)
     lost = next((m for m in ('Connection closed by peer', 'Connection reset by peer') if m in s), None)
     if isinstance(e, RuntimeError) and lost: return f"lost contact with another rank ({lost}): that rank stopped, see its error"
@@ -283,7 +284,8 @@ def launch_training(config, nproc: int = 0, overrides=(), nnodes: int = 1, node_
                            preexec_fn=dies_with_me())
     finally:
         if lock: lock.release()
-    if check and r.returncode: raise OCKError(f"training exited with code {r.returncode}" + (f": {_first_error(r.stderr)}" if capture else ''))
+    if check and r.returncode: raise OCKError(f"training exited with code {r.returncode}"
+                                              + (f": {_first_error(r.stderr)}" if capture else ''))
     return r
 
 
@@ -299,7 +301,8 @@ def ock_train(config: str,                 # the run's YAML config (see 22_confi
               check: bool = False,         # only check the config (and print the plan), do not train
               local_rank: int = -1,        # set by the deepspeed launcher (ignored: LOCAL_RANK is read from the environment)
              ):
-    "Fine-tune a causal LM with DeepSpeed's pipeline engine (pipeline x data parallel), or LoRA/QLoRA adapters (lora=true, data parallel), on CPUs or GPUs, one or many machines."
+    ("Fine-tune a causal LM with DeepSpeed's pipeline engine (pipeline x data parallel), or LoRA/QLoRA adapters "
+     "(lora=true, data parallel), on CPUs or GPUs, one or many machines.")
     overrides = list(overrides or [])
     if 'RANK' in os.environ and 'LOCAL_RANK' in os.environ and not check:     # under torchrun / deepspeed: a worker
         r = _worker([config] + overrides)

@@ -222,7 +222,8 @@ def resume(self: Trainer) -> bool:
     mine = {self.dp_rank: self.stream} if self.stream is not None else {}
     self.stream = restore_rank_state(d, meta, self.rank, cfg.seed, same, self.dp, mine, fresh).get(self.dp_rank)
     self.resumed_from = d
-    if self.rank == 0: print(f"resumed from {d} (step {meta['step']}, pp={meta['pp']} dp={meta['dp']} -> pp={self.pp} dp={self.dp})", flush=True)
+    if self.rank == 0: print(f"resumed from {d} (step {meta['step']}, pp={meta['pp']} dp={meta['dp']} -> pp={self.pp} dp={self.dp})",
+                             flush=True)
     return True
 
 # %% ../nbs/24_trainer.ipynb #7a1e0018

@@ -36,7 +36,8 @@ class ChatWidget:
     def __init__(self, model: ChatModel | str | None = None, retrieval=None, moderation=None, gen: dict | None = None,
                  device: str = 'auto', dtype: str = 'auto', adapter: str | None = None, k: int = 1, chat_template: bool | str = 'auto',
                  system: str | None = None, now=None, delay: float | None = None, hold: int | None = None, **load_kw):
-        self.model = model if isinstance(model, ChatModel) else ChatModel.load(model, device=device, dtype=dtype, adapter=adapter, **load_kw)
+        self.model = (model if isinstance(model, ChatModel)
+                      else ChatModel.load(model, device=device, dtype=dtype, adapter=adapter, **load_kw))
         self.retriever = _plug(retrieval, load_retrieval, 'search')
         self.gate = _plug(moderation, load_moderation, 'check_input')
         self.k, self.system, self.now = k, system, now
@@ -160,7 +161,8 @@ def reset(self: ChatWidget):
     self.messages = []
     self.messages_box.children = ()
     self.model.reset_cache()
-    self.status.value = f"chatting with <code>{html.escape(os.path.basename(str(self.model.name).rstrip('/')))}</code> on {self.model.device}"
+    self.status.value = (f"chatting with <code>{html.escape(os.path.basename(str(self.model.name).rstrip('/')))}</code> "
+                         f"on {self.model.device}")
     self._show_details([], {})
 
 # %% ../nbs/62_widget.ipynb #f08ae459

@@ -165,7 +165,8 @@ def test_absurd_weight_and_non_utf8_argument(tmp_path):
     f.write_text('{"text": "hello"}\n')
     r = run('ock-prepare-data', '--stats', f'{f}:1e308')
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        f"error: mixture item '{f}:1e308': weight must be a number > 0 and at most 1e12 (weights are relative, e.g. 0.2 or 3), got '1e308'"], r.stderr
+        f"error: mixture item '{f}:1e308': weight must be a number > 0 and at most 1e12 "
+        f"(weights are relative, e.g. 0.2 or 3), got '1e308'"], r.stderr
     r = run('ock-moderate', 'fine', b'caf\xe9 au lait')
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith('error: argument 2: not UTF-8 text (lone surrogate U+DCE9 at character 3'), r.stderr

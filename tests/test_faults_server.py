@@ -118,8 +118,10 @@ MALFORMED = {                        # name: (path, raw body, the param named in
     'n 10**400': (CHAT, OK_CHAT + ', "n": 1' + '0' * 400 + '}', 'n'),
     'seed -10**400': ('/v1/completions', '{"model": "tiny-chat", "prompt": "hi", "seed": -1' + '0' * 400 + '}', 'seed'),
     'top_k NaN': ('/v1/completions', '{"model": "tiny-chat", "prompt": "hi", "top_k": NaN}', 'top_k'),
-    'content lone surrogate': (CHAT, '{"model": "tiny-chat", "messages": [{"role": "user", "content": "x \\udc80"}]}', 'messages[0].content'),
-    'content part surrogate': (CHAT, '{"model": "tiny-chat", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud800"}]}]}',
+    'content lone surrogate': (CHAT, '{"model": "tiny-chat", "messages": [{"role": "user", "content": "x \\udc80"}]}',
+                               'messages[0].content'),
+    'content part surrogate': (CHAT, '{"model": "tiny-chat", "messages": [{"role": "user", '
+                                     '"content": [{"type": "text", "text": "\\ud800"}]}]}',
                                'messages[0].content[0].text'),
     'prompt surrogate': ('/v1/completions', '{"model": "tiny-chat", "prompt": ["ok", "\\udfff x"]}', 'prompt[1]'),
     'stop surrogate': (CHAT, OK_CHAT + ', "stop": ["\\udc80"]}', 'stop[0]'),
@@ -196,7 +198,8 @@ def test_sigterm_drains(tiny, tmp_path):
     p, url, logp = start(tiny, '--model-name', 'tiny-chat', '--max-batch', '16', '--drain-timeout', '8',
                          env={'OCK_ENGINE_HOLD': str(hold.path)})
     try:
-        warm = httpx.post(url + CHAT, json={'model': 'tiny-chat', 'max_tokens': 1, 'messages': [{'role': 'user', 'content': 'hi'}]}, timeout=60)
+        warm = httpx.post(url + CHAT, json={'model': 'tiny-chat', 'max_tokens': 1, 'messages': [{'role': 'user', 'content': 'hi'}]},
+                          timeout=60)
         assert warm.status_code == 200                 # (the engine batches once a first prefill showed it can)
         t0 = httpx.get(url + '/health', timeout=30).json()['stats']['tokens']
         hold.at(t0)                                     # first every request is queued ...

@@ -14,7 +14,8 @@ from openchatkit.data import write_jsonl
 from openchatkit.checkpoint import read_metrics
 
 BIN = Path(sys.executable).parent
-GUARD = float(os.environ.get('OCK_TEST_GUARD', 300))                      # seconds: a run that should end but has not by then is hung (it used to hang forever)
+# seconds: a run that should end but has not by then is hung (it used to hang forever)
+GUARD = float(os.environ.get('OCK_TEST_GUARD', 300))
 pytestmark = pytest.mark.timeout(900)
 
 HOOK = '''

@@ -13,7 +13,8 @@ SCRIPT = shutil.which('ock-prepare-data') or str(Path(sys.executable).parent/'oc
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'DS_ACCELERATOR': 'cpu'}
 NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.timezone.utc)
 CHAT = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'What is 2 plus 2?'},
-        {'role': 'assistant', 'content': 'It is 4.'}, {'role': 'user', 'content': 'And 3 plus 3?'}, {'role': 'assistant', 'content': 'It is 6.'}]
+        {'role': 'assistant', 'content': 'It is 4.'}, {'role': 'user', 'content': 'And 3 plus 3?'},
+        {'role': 'assistant', 'content': 'It is 6.'}]
 
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
@@ -54,7 +55,8 @@ def test_formats_train_only_the_assistant_turns(models, tmp_path, kind):
         got = [p.replace('<human>: ', '<human>:') for p in trained_pieces(ps, t)]
         assert got == [x.replace('<human>: ', '<human>:') for x in w], (f, got)
     # a mixture with the format named for one source (its records have no detectable keys of their own)
-    write_jsonl(tmp_path/'named.jsonl', [{'conversations': [{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo.'}], 'messages': 1}])
+    write_jsonl(tmp_path/'named.jsonl', [{'conversations': [{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo.'}],
+                                          'messages': 1}])
     mix = [{'path': str(tmp_path/'named.jsonl'), 'format': 'sharegpt'}, {'path': str(m)}, str(tmp_path/'t.jsonl')]
     write_jsonl(tmp_path/'t.jsonl', ['<human>: Hi\n<bot>: Hello.'])
     ps = PackedStream(mix, t, 512, shuffle=False, cycle=False, drop_last=False, loss_on='bot')
@@ -72,7 +74,8 @@ def test_bad_records_counted_with_file_and_line(models, tmp_path):
     ps = PackedStream(f'{f},{txt}', t, 64, shuffle=False, cycle=False, drop_last=False, loss_on='bot')
     list(ps)
     r, rt = ps.report[str(f)], ps.report[str(txt)]
-    assert r.records == 2 and dict(r.bad) == {'unknown role': 1, 'empty content': 1, 'content is not a string': 1, 'no assistant turn': 1}, r
+    assert r.records == 2 and dict(r.bad) == {'unknown role': 1, 'empty content': 1, 'content is not a string': 1,
+                                              'no assistant turn': 1}, r
     assert [e.split(': ')[0] for e in r.examples] == [f'{f}:2', f'{f}:4', f'{f}:5'], r.examples
     assert rt.records == 1 and dict(rt.bad) == {'mask trains nothing': 1} and rt.examples[0].startswith(f'{txt}:2: '), rt
     st = data_stats(str(f), t, progress=False)
@@ -155,7 +158,8 @@ def test_check_template_command(models, tmp_path, kind):
     assert p.returncode == 0 and 'give the same tokens' in p.stdout, (p.stdout, p.stderr)
     bad = shutil.copytree(models[kind], tmp_path/'odd')
     cfg = json.loads((bad/'tokenizer_config.json').read_text())
-    tpl = CHATML_TEMPLATE.replace("{{ '<|im_start|>assistant\\n' }}", "{{ '<|im_start|>assistant\\n' }}{{ '' if messages | length > 2 else ' ' }}")
+    tpl = CHATML_TEMPLATE.replace("{{ '<|im_start|>assistant\\n' }}",
+                                  "{{ '<|im_start|>assistant\\n' }}{{ '' if messages | length > 2 else ' ' }}")
     cfg['chat_template'] = tpl
     (bad/'tokenizer_config.json').write_text(json.dumps(cfg))
     for f in bad.glob('chat_template.*'): f.write_text(tpl if f.suffix == '.jinja' else json.dumps({'chat_template': tpl}))

@@ -38,7 +38,8 @@ def test_llama_family_exports_and_matches(tmp_path):
     from openchatkit.tiny import save_tiny_model
     from openchatkit.convert import export_gguf, verify_gguf
     d = save_tiny_model(tmp_path/'llama', 'llama')
-    assert json.loads((d/'config.json').read_text())['num_key_value_heads'] < json.loads((d/'config.json').read_text())['num_attention_heads']
+    assert (json.loads((d/'config.json').read_text())['num_key_value_heads']
+            < json.loads((d/'config.json').read_text())['num_attention_heads'])
     f, = export_gguf(d, tmp_path/'out', ('f16',))
     prompts = [f"<human>: What is {a} plus {b}?\n<bot>:" for a, b in [(1, 2), (30, 12), (7, 7), (58, 43)]]
     r = verify_gguf(f, d, prompts, max_new_tokens=12)

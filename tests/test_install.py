@@ -13,7 +13,8 @@ def _setup(tmp_path, fail_on=None):
     py.write_text("#!/bin/sh\n"
                   "case \"$*\" in *print\\(openchatkit.__version__\\)*) echo 9.9.9; exit 0;; esac\n"
                   "echo \"pip chatter: $*\"; echo 'SetuptoolsDeprecationWarning: License classifiers are deprecated.' >&2\n"
-                  f"case \"$*\" in *{fail_on or 'NEVER'}*) echo 'ERROR: No matching distribution found for torch==2.13.0' >&2; exit 1;; esac\n"
+                  f"case \"$*\" in *{fail_on or 'NEVER'}*) "
+                  "echo 'ERROR: No matching distribution found for torch==2.13.0' >&2; exit 1;; esac\n"
                   "case \"$*\" in *'-m venv'*) mkdir -p .venv/bin; cp \"$0\" .venv/bin/python;; esac\n")
     py.chmod(py.stat().st_mode | stat.S_IEXEC)
     return subprocess.run(['bash', str(tmp_path/'.ci'/'install')], cwd=tmp_path, capture_output=True, text=True,

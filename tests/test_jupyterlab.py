@@ -16,7 +16,8 @@ from conftest import free_port
 pw = pytest.importorskip('playwright.sync_api')
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get('OCK_CHROMIUM', '/usr/bin/chromium')
-if not Path(CHROMIUM).exists(): pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set OCK_CHROMIUM)", allow_module_level=True)
+if not Path(CHROMIUM).exists(): pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set OCK_CHROMIUM)",
+                                            allow_module_level=True)
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
         '--disable-component-update', '--disable-sync']
 LIMIT = 120_000            # ms: the most any single step may take (a hang guard, not a timing assumption)
@@ -26,17 +27,21 @@ def _tracked():
     "The repository's tracked files (git ls-files), or failing that its library, notebooks, recipes and settings."
     try: return subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, check=True).stdout.decode().split('\0')[:-1]
     except (OSError, subprocess.CalledProcessError):
-        return [str(f.relative_to(ROOT)) for d in ('openchatkit', 'nbs', 'recipes') for f in (ROOT/d).rglob('*') if f.is_file()] + ['settings.ini']
+        return ([str(f.relative_to(ROOT)) for d in ('openchatkit', 'nbs', 'recipes') for f in (ROOT/d).rglob('*') if f.is_file()]
+                + ['settings.ini'])
 
 NOTEBOOK_TREE = _tracked()     # a checkout as a user has it: the notebooks read ../recipes, ../openchatkit/assets etc.
 # Run All in the browser on these; OCK_LAB_NOTEBOOKS=all runs every notebook in nbs/ (and --durations=0 lists each time)
-_nbs = os.environ.get('OCK_LAB_NOTEBOOKS', '01_conversation.ipynb 30_inference.ipynb')   # a walkthrough; the one with gpu, download and 8-bit cells
+# by default: a walkthrough; the one with gpu, download and 8-bit cells
+_nbs = os.environ.get('OCK_LAB_NOTEBOOKS', '01_conversation.ipynb 30_inference.ipynb')
 RUN_ALL = sorted(Path(f).name for f in NOTEBOOK_TREE if f.startswith('nbs/') and f.endswith('.ipynb')) if _nbs == 'all' else _nbs.split()
 
-def _cell(src): return {'cell_type': 'code', 'execution_count': None, 'id': f'c{abs(hash(src)) % 10**8}', 'metadata': {}, 'outputs': [], 'source': src}
+def _cell(src): return {'cell_type': 'code', 'execution_count': None, 'id': f'c{abs(hash(src)) % 10**8}', 'metadata': {},
+                        'outputs': [], 'source': src}
 
 def _notebook(path, cells):
-    nb = {'cells': [_cell(c) for c in cells], 'metadata': {'kernelspec': {'display_name': 'Python 3 (ipykernel)', 'language': 'python', 'name': 'python3'}},
+    nb = {'cells': [_cell(c) for c in cells],
+          'metadata': {'kernelspec': {'display_name': 'Python 3 (ipykernel)', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
     path.write_text(json.dumps(nb, indent=1))
 
@@ -56,7 +61,8 @@ def lab():
         (work/f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT/f, work/f)
     _notebook(work/'chat.ipynb', ["from openchatkit.widget import ChatWidget\nw = ChatWidget()\nw",
-                                  "w.sample.value = False   # greedy: the same replies on every run\nw.delay = 0.02          # let the browser see each token"])
+                                  "w.sample.value = False   # greedy: the same replies on every run\n"
+                                  "w.delay = 0.02          # let the browser see each token"])
     _settings(tmp/'settings')
     port, token = free_port(), os.urandom(12).hex()
     env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp/'config'), 'JUPYTER_DATA_DIR': str(tmp/'data'),
@@ -69,7 +75,8 @@ def lab():
     proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
                              f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={work}', '--LabApp.news_url=None',
                              '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', '--LabApp.extension_manager=readonly',
-                             '--ServerApp.terminals_enabled=False'] + (['--allow-root'] if hasattr(os, 'geteuid') and os.geteuid() == 0 else []),
+                             '--ServerApp.terminals_enabled=False']
+                            + (['--allow-root'] if hasattr(os, 'geteuid') and os.geteuid() == 0 else []),
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     url = f'http://127.0.0.1:{port}'
     for _ in range(600):                 # up to a minute for the server to answer
@@ -127,7 +134,8 @@ def run_all(page):
     "Run ▸ Run All Cells, from the menu; returns when every code cell has run, or one failed."
     page.locator('.lm-MenuBar-itemLabel', has_text=re.compile(r'^Run$')).click()
     page.locator('.lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$')).click()
-    page.wait_for_function(f"""() => {{ const ps = [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')].map(p => p.textContent);
+    page.wait_for_function(f"""() => {{ const ps = [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')]"""
+                           f""".map(p => p.textContent);
                                return ps.some(p => /\\[\\d+\\]/.test(p)) && !ps.some(p => p.includes('*')); }}""",
                            timeout=600_000)      # something ran and nothing is queued: all ran, or Run All stopped at an error
 
@@ -144,7 +152,8 @@ def run_code(page, code, expect):
 def error_outputs(page):
     "Text of every traceback or warning in the notebook on show (log lines on stderr, e.g. loguru's INFO, are not counted)."
     outs = page.eval_on_selector_all(f'{NB} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
-                                     f'{NB} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]', 'els => els.map(e => e.innerText)')
+                                     f'{NB} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]',
+                                     'els => els.map(e => e.innerText)')
     return [o for o in outs if re.search(r'Traceback|Error|Warning', o)]
 
 NOISE = re.compile(r'\d+%\||Loading weights|Failed to load|\{target=')     # a progress bar, library noise, a link drawn as text
@@ -180,7 +189,8 @@ def check_in_view(page):
     assert t['y'] - 1 <= m['y'] and m['y'] + m['height'] <= t['y'] + t['height'] + 1, (m, t)
     assert t['y'] + t['height'] <= row['y'] + 1 and m['y'] + m['height'] <= row['y'] + 1, (m, t, row)
 
-CONTROLS = """() => { const s = [...document.querySelectorAll('.ock-chat .widget-slider')].find(e => e.innerText.includes('max new tokens'));
+CONTROLS = """() => { const s = [...document.querySelectorAll('.ock-chat .widget-slider')]\
+.find(e => e.innerText.includes('max new tokens'));
   const cut = [...document.querySelectorAll('.ock-chat .widget-label, .ock-chat .widget-label-basic, .ock-chat button')]
     .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText);
   return {max: Number(s.querySelector('[aria-valuemax]').getAttribute('aria-valuemax')), cut: cut}; }"""
@@ -206,7 +216,8 @@ def test_chat_widget(lab, kernels_down, page):
     open_notebook(page, lab, 'chat.ipynb')
     run_all(page)
     assert error_outputs(page) == []
-    assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
+    assert all(re.fullmatch(r'\[\d+\]:', p)
+               for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
     page.wait_for_selector('.ock-chat')
     assert noise_outputs(page) == []                          # no weight-loading bar above the chat
     check_settings(page, int(run_code(page, "print('context', w.model.context_length)", 'context').split()[1]))
@@ -248,7 +259,8 @@ def test_chat_widget(lab, kernels_down, page):
     send(page, 'One more question?', 'enter')
     page.wait_for_function(HELD)
     page.locator('.ock-reset').click()
-    page.wait_for_function("() => document.querySelectorAll('.ock-chat .ock-msg').length === 0 && !document.querySelector('.ock-input input').disabled")
+    page.wait_for_function("() => document.querySelectorAll('.ock-chat .ock-msg').length === 0 "
+                           "&& !document.querySelector('.ock-input input').disabled")
     assert run_code(page, "w.hold = None; print('turns', len(w.conv.turns), len(w.messages), w.busy)", 'turns') == 'turns 0 0 False'
     assert page.locator('.ock-chat .ock-msg').count() == 0
     send(page, QUESTIONS[0], 'send')
@@ -263,8 +275,10 @@ def test_run_all(lab, kernels_down, page, name):
     open_notebook(page, lab, f'nbs/{name}')
     if NBCLEAN.LANGUAGE_INFO['version'] == platform.python_version():   # on the project's Python, opening changes nothing
         with pytest.raises(pw.TimeoutError): page.locator(DIRTY).wait_for(timeout=3000)
-    else: print(f"not checked: the notebooks store language_info for Python {NBCLEAN.LANGUAGE_INFO['version']}, the kernel runs {platform.python_version()}")
+    else: print(f"not checked: the notebooks store language_info for Python {NBCLEAN.LANGUAGE_INFO['version']}, "
+                f"the kernel runs {platform.python_version()}")
     run_all(page)
     assert error_outputs(page) == []
     assert noise_outputs(page) == []            # no progress bars, no library chatter, show_doc's source link drawn as a link
-    assert all(re.fullmatch(r'\[\d+\]:', p) for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))
+    assert all(re.fullmatch(r'\[\d+\]:', p)
+               for p in page.eval_on_selector_all(f'{NB} .jp-CodeCell .jp-InputPrompt', 'els => els.map(e => e.textContent)'))

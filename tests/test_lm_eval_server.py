@@ -46,6 +46,7 @@ def test_local_completions_scores(served):
 @pytest.mark.timeout(900)
 def test_served_agrees_with_hf(served, model_dir, tmp_path):
     "The same tasks with lm-eval's own `--model hf` on the model directory: within one point."
-    hf = lm_eval(tmp_path, 'hf', f'pretrained={model_dir},dtype=float32', 'ock_skills_mc,ock_skills_gen', '--device', 'cpu', '--batch_size', '8')
+    hf = lm_eval(tmp_path, 'hf', f'pretrained={model_dir},dtype=float32', 'ock_skills_mc,ock_skills_gen', '--device', 'cpu',
+                 '--batch_size', '8')
     assert abs(hf['ock_skills_mc']['acc,none'] - served['ock_skills_mc']['acc,none']) <= 0.01, (hf, served)
     assert abs(hf['ock_skills_gen']['exact_match,strip'] - served['ock_skills_gen']['exact_match,strip']) <= 0.01, (hf, served)

@@ -97,7 +97,8 @@ def test_ock_train_check_lora(env, tmp_path):
     (tmp_path/'c.yaml').write_text(yaml.safe_dump({**base, 'output_dir': str(tmp_path/'run')}))
     ok = subprocess.run([BIN/'ock-train', tmp_path/'c.yaml', '--nproc', '2', '--check'], capture_output=True, text=True)
     assert ok.returncode == 0 and 'LoRA r=4' in ok.stdout and 'dp 2' in ok.stdout, ok.stdout + ok.stderr
-    for ov, msg in [('pipeline_parallel=2', 'lora runs data-parallel only: pipeline_parallel must be 1, got 2')]:   # the rest: 22_config, 25_lora
+    # the rest: 22_config, 25_lora
+    for ov, msg in [('pipeline_parallel=2', 'lora runs data-parallel only: pipeline_parallel must be 1, got 2')]:
         r = subprocess.run([BIN/'ock-train', tmp_path/'c.yaml', ov, '--nproc', '2', '--check'], capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and msg in r.stderr, (ov, r.stderr)
 

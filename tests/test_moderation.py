@@ -82,7 +82,8 @@ def test_gate_from_threads():
 
 @pytest.mark.timeout(600)
 def test_recipe_train_convert_moderate(tmp_path):
-    "The moderation-LM recipe end to end on a tiny model: prosocial data -> ock-train engine (torchrun, 1 process) -> convert -> LM moderator."
+    ("The moderation-LM recipe end to end on a tiny model: prosocial data -> ock-train engine (torchrun, 1 process) "
+     "-> convert -> LM moderator.")
     from openchatkit import train, convert
     from openchatkit.checkpoint import read_metrics
     from openchatkit.moderation import write_prosocial_data, load_moderator, LMModerator, SHOTS, LABELS

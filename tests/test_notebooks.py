@@ -32,5 +32,6 @@ def test_stored_outputs_name_no_machine_path():
     sys.path.insert(0, str(ROOT/'tools'))
     import nbouts
     bad = [f"{nb.name}: cell {i}: {nbouts.MACHINE_PATH.search(nbouts.out_text(c['outputs'])).group(0)}" for nb in NBS
-           for i, c in enumerate(json.loads(nb.read_text())['cells']) if c.get('outputs') and nbouts.MACHINE_PATH.search(nbouts.out_text(c['outputs']))]
+           for i, c in enumerate(json.loads(nb.read_text())['cells'])
+           if c.get('outputs') and nbouts.MACHINE_PATH.search(nbouts.out_text(c['outputs']))]
     assert not bad, bad

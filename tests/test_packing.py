@@ -21,13 +21,15 @@ def copy_task(tmp_path_factory):
 
 def _cfg(d, m, **kw):
     return load_train_config(dict(model=str(m), data=str(d/'train.jsonl'), seq_length=24, micro_batch_size=8, total_steps=200, lr=3e-3,
-                                  warmup_steps=10, progress=False, log_backend='none', seed=1, pack='whole', **{'output_dir': str(d/'o'), **kw}))
+                                  warmup_steps=10, progress=False, log_backend='none', seed=1, pack='whole',
+                                  **{'output_dir': str(d/'o'), **kw}))
 
 def _copied(model, tok) -> int:
     "Of the ten numbers, how many the model says after `Say it:` when the previous document named it."
     digits = [tok.encode(f' {k}')[0] for k in range(10)]
     with torch.no_grad():
-        return sum(int(model(torch.tensor([tok.encode(f"The number is {k}.{EOT}Say it:")]))[0, -1, digits].argmax()) == k for k in range(10))
+        return sum(int(model(torch.tensor([tok.encode(f"The number is {k}.{EOT}Say it:")]))[0, -1, digits].argmax()) == k
+                   for k in range(10))
 
 def test_previous_document_is_not_learnable(copy_task):
     from transformers import AutoTokenizer

@@ -115,7 +115,8 @@ def test_layer_check_catches_violations(tmp_path):
     assert any('low.py:2' in b and 'upward' in b for b in bad) and any('private name low._secret' in b for b in bad), bad
 
 def test_ruff():
-    "The linter (pyproject's [tool.ruff]: unused imports and names, undefined names, no bare except, no `;`-joined statements) finds nothing."
+    ("The linter (pyproject's [tool.ruff]: unused imports and names, undefined names, no bare except, "
+     "no `;`-joined statements) finds nothing.")
     ruff = shutil.which('ruff', path=str(BIN)) or shutil.which('ruff')
     assert ruff, 'ruff (a dev requirement) is not installed: pip install -e ".[dev]"'
     r = subprocess.run([ruff, 'check', '--no-cache', 'openchatkit', 'tests', 'tools'], cwd=ROOT, capture_output=True, text=True)

@@ -77,7 +77,8 @@ def test_other_embedder_is_refused(docs, tmp_path):
     if not (docs/'idx').exists(): ock_index('build', 'docs', '--out', 'idx', cwd=docs)
     bert = tiny_bert(tmp_path/'bert')
     code, out, err = ock_index('search', 'idx', 'query', '--embedder', bert, cwd=docs)
-    assert code == 2 and error_lines(err)[0].startswith("error: index idx was built with embedder 'sentence-transformers/all-MiniLM-L6-v2'"), err
+    assert code == 2 and error_lines(err)[0].startswith("error: index idx was built with embedder "
+                                                        "'sentence-transformers/all-MiniLM-L6-v2'"), err
 
 def test_help():
     p = subprocess.run([EXE, '--help'], env=ENV, capture_output=True, text=True, timeout=120)

@@ -69,5 +69,6 @@ def test_tiny_chatml_recipe(tmp_path):
         client = OpenAI(base_url=url + '/v1', api_key='none')
         name = client.models.list().data[0].id
         for x in right:
-            c = client.chat.completions.create(model=name, messages=[{'role': 'user', 'content': x['question']}], temperature=0, max_tokens=48)
+            c = client.chat.completions.create(model=name, messages=[{'role': 'user', 'content': x['question']}], temperature=0,
+                                               max_tokens=48)
             assert c.choices[0].message.content.strip() == x['answer'] and c.choices[0].finish_reason == 'stop', (c, x)
