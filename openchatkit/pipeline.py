@@ -33,7 +33,7 @@ def _tile(pos) -> int | None:
     "The tile for the documents of positions `pos`: the smallest power of two >= 64 spanning the longest; None: attend densely."
     S, L = pos.shape[-1], int(pos.max()) + 1
     T = max(64, 1 << (L - 1).bit_length())
-    return T if 4 * T <= S and S % T == 0 else None
+    return T if 8 * T <= S and S % T == 0 else None
 
 def doc_attention(q, k, v, pos, scale=None, dropout=0.0):
     "Causal attention within each packed document (`pos`: positions restarting at 0), `[B, H, S, D]` in and out."
